@@ -1,0 +1,268 @@
+"""Composition: `FlowChain` (a single-pass `tfb.Chain`) and `FactorOut`
+(the multi-scale split of RealNVP and Glow)."""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_flows.bijectors.base import FlowBijector, sum_event
+
+tfb = tfp.bijectors
+
+__all__ = ["FlowChain", "FactorOut", "forward_and_log_det",
+           "inverse_and_log_det"]
+
+
+def _is_container(b):
+    if isinstance(b, tfb.Invert):
+        return _is_container(b.bijector)
+    return isinstance(b, (FlowChain, FactorOut, tfb.Composition))
+
+
+def route_kwargs(b, kwargs):
+    """Keyword arguments for child `b`.
+
+    Leaves get ``kwargs[b.name]`` (as `tfb.Chain` does). Containers get the
+    whole dict, so a name is found at any depth, plus their own entry.
+    """
+    if not kwargs:
+        return {}
+    own = kwargs.get(b.name, {})
+    if _is_container(b):
+        merged = {k: v for k, v in kwargs.items() if k != b.name}
+        merged.update(own if isinstance(own, dict) else {})
+        return merged
+    return dict(own) if isinstance(own, dict) else {}
+
+
+def _single_pass(b, x, event_ndims, direction, kwargs):
+    """(output, log-det) of `b` in `direction`, summed over `event_ndims`."""
+    inner, flip = b, False
+    if isinstance(b, tfb.Invert) and isinstance(b.bijector, FlowBijector):
+        inner, flip = b.bijector, True
+    if isinstance(inner, FlowBijector):
+        go_forward = (direction == "forward") != flip
+        if go_forward:
+            y, ldj = inner._forward_and_log_det(x, **kwargs)  # pylint: disable=protected-access
+            min_ndims = inner.forward_min_event_ndims
+        else:
+            y, ldj = inner._inverse_and_log_det(x, **kwargs)  # pylint: disable=protected-access
+            min_ndims = inner.inverse_min_event_ndims
+        extra = event_ndims - min_ndims
+        if extra < 0:
+            raise ValueError(
+                f"bijector '{b.name}' needs events of rank >= {min_ndims}, "
+                f"but the chain gives it rank {event_ndims}.")
+        return y, sum_event(ldj, extra)
+    if direction == "forward":
+        return (b.forward(x, **kwargs),
+                b.forward_log_det_jacobian(x, event_ndims=event_ndims, **kwargs))
+    return (b.inverse(x, **kwargs),
+            b.inverse_log_det_jacobian(x, event_ndims=event_ndims, **kwargs))
+
+
+def forward_and_log_det(bijector, x, event_ndims=None, **kwargs):
+    """``(bijector.forward(x), fldj)`` in one pass, without TFP's cache."""
+    if event_ndims is None:
+        event_ndims = bijector.forward_min_event_ndims
+    return _single_pass(bijector, x, event_ndims, "forward", kwargs)
+
+
+def inverse_and_log_det(bijector, y, event_ndims=None, **kwargs):
+    """``(bijector.inverse(y), ildj)`` in one pass, without TFP's cache."""
+    if event_ndims is None:
+        event_ndims = bijector.inverse_min_event_ndims
+    return _single_pass(bijector, y, event_ndims, "inverse", kwargs)
+
+
+def _infer_ndims(bijectors):
+    """(data-side rank, latent-side rank) of a chain (data side first)."""
+    for r0 in range(0, 9):
+        r, ok = r0, True
+        for b in bijectors:
+            if r < b.inverse_min_event_ndims:
+                ok = False
+                break
+            r = b.inverse_event_ndims(r)
+        if ok:
+            return r0, int(r)
+    raise ValueError("could not infer the event rank of the chain.")
+
+
+class FlowChain(FlowBijector):
+    """A chain of bijectors evaluated in a single pass.
+
+    Same semantics as ``tfb.Chain(bijectors)``: ``forward`` applies the last
+    bijector first, so ``inverse`` (data -> latent) walks the list from the
+    first entry, which is the data side. Each tfp_flows bijector computes its
+    value and log-determinant together; any other TFP bijector is called
+    through the usual TFP methods.
+
+    Conditioning keyword arguments are routed by bijector name, at any depth:
+    ``chain.inverse(y, top_prior={"labels": labels})``.
+
+    Args:
+      bijectors: list of bijectors, data side first.
+      memory_efficient: compute gradients by reconstructing each layer's input
+        from its output instead of storing activations (see
+        :mod:`tfp_flows.reversible`).
+    """
+
+    def __init__(self, bijectors, *, memory_efficient=False,
+                 validate_args=False, name="flow_chain"):
+        parameters = dict(locals())
+        bijectors = list(bijectors)
+        if not bijectors:
+            raise ValueError("FlowChain needs at least one bijector.")
+        for b in bijectors:
+            if not isinstance(b, tfb.Bijector):
+                raise TypeError(f"not a bijector: {b!r}")
+        names = [b.name for b in bijectors]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"bijector names in a chain must be unique (they "
+                             f"route keyword arguments); repeated: {dup}.")
+        data_ndims, latent_ndims = _infer_ndims(bijectors)
+        self._bijectors = bijectors
+        self._memory_efficient = bool(memory_efficient)
+        dtype = next((b.dtype for b in bijectors if b.dtype is not None),
+                     tf.float32)
+        super().__init__(event_ndims=latent_ndims,
+                         inverse_event_ndims=data_ndims,
+                         parameters=parameters, name=name, dtype=dtype,
+                         is_constant_jacobian=all(
+                             b.is_constant_jacobian for b in bijectors),
+                         validate_args=validate_args)
+
+    @property
+    def bijectors(self):
+        """The bijectors, data side first (as in `tfb.Chain`)."""
+        return list(self._bijectors)
+
+    @property
+    def memory_efficient(self):
+        return self._memory_efficient
+
+    # Plain walks: used directly, and as the recomputation of the reversible
+    # gradient.
+    def _walk_inverse(self, y, **kwargs):
+        ndims = self.inverse_min_event_ndims
+        total = None
+        for b in self._bijectors:
+            y, ldj = _single_pass(b, y, ndims, "inverse", route_kwargs(b, kwargs))
+            ndims = b.inverse_event_ndims(ndims)
+            total = ldj if total is None else total + ldj
+        return y, total
+
+    def _walk_forward(self, x, **kwargs):
+        ndims = self.forward_min_event_ndims
+        total = None
+        for b in reversed(self._bijectors):
+            x, ldj = _single_pass(b, x, ndims, "forward", route_kwargs(b, kwargs))
+            ndims = b.forward_event_ndims(ndims)
+            total = ldj if total is None else total + ldj
+        return x, total
+
+    def _inverse_and_log_det(self, y, **kwargs):
+        if self._memory_efficient:
+            from tfp_flows import reversible  # pylint: disable=import-outside-toplevel
+            return reversible.inverse_and_log_det(self, y, **kwargs)
+        return self._walk_inverse(y, **kwargs)
+
+    def _forward_and_log_det(self, x, **kwargs):
+        if self._memory_efficient:
+            from tfp_flows import reversible  # pylint: disable=import-outside-toplevel
+            return reversible.forward_and_log_det(self, x, **kwargs)
+        return self._walk_forward(x, **kwargs)
+
+    def _forward_event_shape(self, s):
+        for b in reversed(self._bijectors):
+            s = b.forward_event_shape(s)
+        return s
+
+    def _inverse_event_shape(self, s):
+        for b in self._bijectors:
+            s = b.inverse_event_shape(s)
+        return s
+
+    def _forward_event_shape_tensor(self, s):
+        for b in reversed(self._bijectors):
+            s = b.forward_event_shape_tensor(s)
+        return s
+
+    def _inverse_event_shape_tensor(self, s):
+        for b in self._bijectors:
+            s = b.inverse_event_shape_tensor(s)
+        return s
+
+
+class FactorOut(FlowBijector):
+    """Applies `bijector` to the first `num_kept` channels only.
+
+    This is the multi-scale split of RealNVP and Glow: the remaining channels
+    are "factored out" (they go to the prior as they are) while the kept ones
+    continue through deeper layers. ``bijector`` must preserve the shape of
+    the kept part, so the whole latent keeps the shape of the input::
+
+        inverse(x) = concat([bijector.inverse(x[..., :k]), x[..., k:]])
+
+    Args:
+      bijector: acts on ``[..., num_kept]``; typically the next levels.
+      num_kept: number of channels (last axis) passed to `bijector`.
+    """
+
+    def __init__(self, bijector, num_kept, *, validate_args=False,
+                 name="factor_out"):
+        parameters = dict(locals())
+        if bijector.forward_min_event_ndims != bijector.inverse_min_event_ndims:
+            raise ValueError("FactorOut needs a rank-preserving bijector.")
+        self._inner = bijector
+        self._num_kept = int(num_kept)
+        if self._num_kept <= 0:
+            raise ValueError(f"num_kept must be positive, got {num_kept}.")
+        super().__init__(event_ndims=bijector.forward_min_event_ndims,
+                         parameters=parameters, name=name,
+                         dtype=bijector.dtype, validate_args=validate_args)
+
+    @property
+    def bijector(self):
+        return self._inner
+
+    @property
+    def num_kept(self):
+        return self._num_kept
+
+    def _split(self, x):
+        c = x.shape[-1] if x.shape.rank else None
+        if c is not None and c <= self._num_kept:
+            raise ValueError(
+                f"FactorOut '{self.name}': input has {c} channels (shape "
+                f"{tuple(x.shape)}); it must have more than num_kept="
+                f"{self._num_kept}.")
+        return x[..., :self._num_kept], x[..., self._num_kept:]
+
+    def _apply(self, x, direction, kwargs):
+        kept, out = self._split(x)
+        ndims = self.forward_min_event_ndims
+        new, ldj = _single_pass(self._inner, kept, ndims, direction,
+                                route_kwargs(self._inner, kwargs))
+        if new.shape.rank is not None and kept.shape.rank is not None and \
+                new.shape[-ndims:] != kept.shape[-ndims:] and \
+                new.shape[-ndims:].is_fully_defined() and \
+                kept.shape[-ndims:].is_fully_defined():
+            raise ValueError(
+                f"FactorOut '{self.name}': the inner bijector changed the kept "
+                f"part's shape from {kept.shape[-ndims:]} to "
+                f"{new.shape[-ndims:]}.")
+        return tf.concat([new, out], axis=-1), ldj
+
+    def _forward_and_log_det(self, x, **kwargs):
+        return self._apply(x, "forward", kwargs)
+
+    def _inverse_and_log_det(self, y, **kwargs):
+        return self._apply(y, "inverse", kwargs)
+
+    def _forward_event_shape(self, s):
+        return s
+
+    def _inverse_event_shape(self, s):
+        return s

@@ -1,0 +1,291 @@
+"""Coupling layers: NICE's additive coupling, RealNVP/Glow's affine coupling.
+
+Both follow the mask convention of :mod:`tfp_flows.masks`: ``b = 1`` marks the
+conditioning part, ``b = 0`` the transformed part. ``inverse`` is the papers'
+data -> latent map f; ``forward`` is its inverse (sampling).
+
+When the mask only varies along the last axis (a channel mask, or any vector
+mask) the layer gathers the two halves, so the network sees only the
+conditioning channels and predicts parameters only for the transformed ones,
+as in Glow. Otherwise (a checkerboard on images) it works with masked tensors,
+as in RealNVP.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfp_flows import networks as networks_lib
+from tfp_flows.bijectors.base import FlowBijector, as_mask, flatten_batch, sum_event
+
+__all__ = ["AdditiveCoupling", "AffineCoupling", "SCALE_FUNCTIONS"]
+
+
+_LOG_SIGMOID_2 = float(np.log(1.0 / (1.0 + np.exp(-2.0))))
+
+
+def _log_scale_sigmoid(h):
+    return tf.math.log_sigmoid(h + 2.0) - _LOG_SIGMOID_2
+
+
+def _log_scale_exp_tanh(h):
+    return tf.tanh(h)
+
+
+def _log_scale_exp(h):
+    return h
+
+
+#: Maps raw network output h to log s. 'sigmoid' is Glow's s = sigmoid(h + 2)
+#: divided by sigmoid(2) (so that h = 0 is the identity), 'exp_tanh' is
+#: RealNVP's s = exp(tanh(h)), 'exp' is the unbounded s = exp(h).
+SCALE_FUNCTIONS = {
+    "sigmoid": _log_scale_sigmoid,
+    "exp_tanh": _log_scale_exp_tanh,
+    "exp": _log_scale_exp,
+}
+
+
+class _Coupling(FlowBijector):
+    """Shared machinery: mask analysis, network construction and calls."""
+
+    _params_per_dim = 1
+
+    def __init__(self, mask, network, hidden, parameters, name, dtype,
+                 validate_args, is_constant_jacobian=False):
+        mask = as_mask(mask)
+        self._mask_np = mask
+        self._event_shape_np = mask.shape
+        ndims = mask.ndim
+        # Split mode when the mask is constant along every axis but the last.
+        last = mask.reshape(-1, mask.shape[-1])
+        self._split = bool(np.all(last == last[:1]))
+        if self._split:
+            flags = last[0]
+            self._cond_idx = np.flatnonzero(flags == 1)
+            self._trans_idx = np.flatnonzero(flags == 0)
+            order = np.concatenate([self._cond_idx, self._trans_idx])
+            self._cond_first = bool(np.array_equal(order, np.arange(len(flags))))
+            self._trans_first = bool(np.array_equal(
+                np.concatenate([self._trans_idx, self._cond_idx]),
+                np.arange(len(flags))))
+            self._merge_perm = np.argsort(order)
+            cond_shape = mask.shape[:-1] + (len(self._cond_idx),)
+            out_channels = self._params_per_dim * len(self._trans_idx)
+        else:
+            cond_shape = mask.shape
+            out_channels = self._params_per_dim * mask.shape[-1]
+        self._cond_shape = cond_shape
+        self._out_channels = out_channels
+        if network is None:
+            network = networks_lib.default_network(
+                ndims, out_channels, hidden=hidden,
+                dtype=networks_lib.policy_for(dtype), name=f"{name}_net")
+        if not callable(network):
+            raise TypeError(f"network must be callable, got {type(network)}.")
+        self._network = network
+        self._build_network(dtype)
+        layers = [network] if isinstance(network, keras.layers.Layer) else []
+        super().__init__(event_ndims=ndims, parameters=parameters, name=name,
+                         layers=layers, dtype=dtype,
+                         is_constant_jacobian=is_constant_jacobian,
+                         validate_args=validate_args)
+
+    @property
+    def mask(self):
+        """The 0/1 mask (numpy, event shape); 1 = conditioning."""
+        return self._mask_np
+
+    @property
+    def network(self):
+        return self._network
+
+    def _build_network(self, dtype):
+        probe = tf.zeros((1,) + tuple(self._cond_shape), dtype=dtype)
+        out = self._call_network(probe)
+        for o in out:
+            expected = (1,) + tuple(self._cond_shape[:-1]) + (
+                self._out_channels // self._params_per_dim,)
+            if tuple(o.shape) != expected:
+                raise ValueError(
+                    f"the coupling network maps {tuple(probe.shape)} to "
+                    f"{tuple(o.shape)} per parameter; expected {expected} "
+                    f"(output channels {self._out_channels} in total).")
+
+    def _call_network(self, cond):
+        """Runs the network; returns `_params_per_dim` float tensors."""
+        out = self._network(cond)
+        if isinstance(out, (tuple, list)):
+            parts = [tf.cast(o, cond.dtype) for o in out]
+        else:
+            out = tf.cast(out, cond.dtype)
+            parts = (tf.split(out, self._params_per_dim, axis=-1)
+                     if self._params_per_dim > 1 else [out])
+        if len(parts) != self._params_per_dim:
+            raise ValueError(f"the coupling network returned {len(parts)} "
+                             f"tensors; expected {self._params_per_dim}.")
+        return parts
+
+    # -- split / merge ------------------------------------------------------
+    def _split_parts(self, x):
+        if self._cond_first:
+            n = len(self._cond_idx)
+            return x[..., :n], x[..., n:]
+        if self._trans_first:
+            n = len(self._trans_idx)
+            return x[..., n:], x[..., :n]
+        return (tf.gather(x, self._cond_idx, axis=-1),
+                tf.gather(x, self._trans_idx, axis=-1))
+
+    def _merge_parts(self, cond, trans):
+        if self._cond_first:
+            return tf.concat([cond, trans], axis=-1)
+        if self._trans_first:
+            return tf.concat([trans, cond], axis=-1)
+        return tf.gather(tf.concat([cond, trans], axis=-1), self._merge_perm,
+                         axis=-1)
+
+    def _params(self, cond):
+        """Network parameters for a conditioning tensor of any batch shape."""
+        ndims = len(self._event_shape_np)
+        flat, unflatten = flatten_batch(cond, ndims)
+        return [unflatten(p) for p in self._call_network(flat)]
+
+    def _transform(self, x, inverse, kwargs):
+        self._check_event_shape(x, self._event_shape_np)
+        ndims = len(self._event_shape_np)
+        if self._split:
+            cond, trans = self._split_parts(x)
+            params = self._params(cond)
+            new, log_det = self._couple(trans, params, inverse)
+            y = self._merge_parts(cond, new)
+            return y, self._reduce_log_det(log_det, x, ndims)
+        b = tf.constant(self._mask_np, dtype=x.dtype)
+        params = self._params(x * b)
+        new, log_det = self._couple(x, params, inverse)
+        y = b * x + (1.0 - b) * new
+        if log_det is not None:
+            log_det = log_det * (1.0 - b)
+        return y, self._reduce_log_det(log_det, x, ndims)
+
+    def _reduce_log_det(self, log_det, x, ndims):
+        if log_det is None:
+            return self._zeros_batch(x)
+        return sum_event(log_det, ndims)
+
+    def _forward_and_log_det(self, x, **kwargs):
+        return self._transform(x, inverse=False, kwargs=kwargs)
+
+    def _inverse_and_log_det(self, y, **kwargs):
+        return self._transform(y, inverse=True, kwargs=kwargs)
+
+    def _forward_event_shape(self, input_shape):
+        return input_shape
+
+    def _inverse_event_shape(self, output_shape):
+        return output_shape
+
+
+class AdditiveCoupling(_Coupling):
+    """NICE's additive coupling layer (Dinh et al., 2014).
+
+    Data -> latent (``inverse``, the paper's f)::
+
+        y = x + (1 - b) * m(b * x)
+
+    latent -> data (``forward``)::
+
+        x = y - (1 - b) * m(b * y)
+
+    Volume preserving: the log-determinant is exactly 0 in both directions.
+
+    Args:
+      mask: 0/1 array of the event shape (``[D]`` or ``[H, W, C]``);
+        1 = conditioning part. See :mod:`tfp_flows.masks`.
+      network: Keras layer or callable mapping the conditioning part to the
+        shift ``m``. Shapes: ``[N, *cond_shape] -> [N, *cond_shape[:-1], k]``
+        where ``k`` is the number of transformed channels (split mode) or the
+        full channel count (checkerboard mode). Default: an MLP (vectors) or
+        Glow's CNN (images) whose last layer starts at zero.
+      hidden: hidden width of the default network.
+      dtype: float dtype of the parameters and inputs.
+
+    Example:
+      >>> from tfp_flows import masks
+      >>> layer = AdditiveCoupling(masks.checkerboard([4]), hidden=8)
+      >>> x = tf.random.normal([2, 4])
+      >>> bool(tf.reduce_all(layer.forward(layer.inverse(x)) == x))
+      True
+    """
+
+    _params_per_dim = 1
+
+    def __init__(self, mask, network=None, *, hidden=None, dtype=tf.float32,
+                 validate_args=False, name="additive_coupling"):
+        parameters = dict(locals())
+        super().__init__(mask, network, hidden, parameters, name,
+                         tf.as_dtype(dtype), validate_args,
+                         is_constant_jacobian=True)
+
+    def _couple(self, x, params, inverse):
+        (shift,) = params
+        return (x + shift if inverse else x - shift), None
+
+
+class AffineCoupling(_Coupling):
+    """RealNVP / Glow affine coupling layer (Dinh et al., 2016; Kingma &
+    Dhariwal, 2018).
+
+    Data -> latent (``inverse``, the paper's f)::
+
+        y = b * x + (1 - b) * (x * s(b * x) + t(b * x))
+        log|det dy/dx| = sum((1 - b) * log s)
+
+    latent -> data (``forward``)::
+
+        x = b * y + (1 - b) * (y - t(b * y)) / s(b * y)
+
+    The network outputs ``(t, h)`` and ``s = scale_fn(h)``; the scale is
+    bounded by default so that the layer stays well conditioned:
+
+    * ``'sigmoid'`` (Glow): ``s = sigmoid(h + 2) / sigmoid(2)``, in
+      (0, 1.14); Glow's bounded scale, normalised so that h = 0 is the
+      identity;
+    * ``'exp_tanh'`` (RealNVP): ``s = exp(tanh(h))``, in (1/e, e);
+    * ``'exp'``: ``s = exp(h)``, unbounded (used by the learned split prior).
+
+    The default network's last layer starts at zero, so ``t = 0`` and
+    ``h = 0`` at initialisation: a fresh layer is exactly the identity.
+
+    Args:
+      mask: 0/1 array of the event shape; 1 = conditioning part.
+      network: Keras layer or callable returning ``2 * k`` channels (shift,
+        then raw scale) or a tuple ``(shift, raw_scale)``.
+      scale_fn: ``'sigmoid'``, ``'exp_tanh'`` or ``'exp'``.
+      hidden: hidden width of the default network.
+      dtype: float dtype of the parameters and inputs.
+    """
+
+    _params_per_dim = 2
+
+    def __init__(self, mask, network=None, *, scale_fn="sigmoid", hidden=None,
+                 dtype=tf.float32, validate_args=False, name="affine_coupling"):
+        parameters = dict(locals())
+        if scale_fn not in SCALE_FUNCTIONS:
+            raise ValueError(f"scale_fn must be one of {sorted(SCALE_FUNCTIONS)},"
+                             f" got {scale_fn!r}.")
+        self._scale_fn_name = scale_fn
+        self._log_scale = SCALE_FUNCTIONS[scale_fn]
+        super().__init__(mask, network, hidden, parameters, name,
+                         tf.as_dtype(dtype), validate_args)
+
+    @property
+    def scale_fn(self):
+        return self._scale_fn_name
+
+    def _couple(self, x, params, inverse):
+        shift, raw = params
+        log_s = self._log_scale(raw)
+        if inverse:
+            return x * tf.exp(log_s) + shift, log_s
+        return (x - shift) * tf.exp(-log_s), -log_s

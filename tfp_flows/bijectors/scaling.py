@@ -1,0 +1,173 @@
+"""NICE's diagonal scaling layer and fixed pixel preprocessing."""
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_flows.bijectors.base import FlowBijector, ParameterLayer
+
+__all__ = ["DiagonalScaling", "PixelRescale", "PixelLogit"]
+
+
+def _event_size(x, ndims, dtype):
+    shape = tf.shape(x)
+    rank = tf.rank(x)
+    return tf.cast(tf.reduce_prod(shape[rank - ndims:]), dtype)
+
+
+def _batch_shape(x, ndims):
+    return tf.shape(x)[:tf.rank(x) - ndims]
+
+
+class DiagonalScaling(FlowBijector):
+    """NICE's diagonal scaling layer S (Dinh et al., 2014, Sec. 3.3).
+
+    Data -> latent (``inverse``): ``y = x * exp(s)``, ``log|det| = sum(s)``.
+    latent -> data (``forward``): ``x = y * exp(-s)``.
+
+    ``s`` has the event shape and starts at 0 (the identity). It lets the
+    otherwise volume-preserving NICE weight each latent dimension.
+
+    Args:
+      event_shape: shape of one event, e.g. ``[784]`` or ``[28, 28, 1]``.
+    """
+
+    def __init__(self, event_shape, *, dtype=tf.float32, validate_args=False,
+                 name="diagonal_scaling"):
+        parameters = dict(locals())
+        shape = tuple(int(d) for d in np.atleast_1d(event_shape))
+        if not shape or any(d <= 0 for d in shape):
+            raise ValueError(f"event_shape must be non-empty and positive, "
+                             f"got {event_shape!r}.")
+        dtype = tf.as_dtype(dtype)
+        self._event_shape_tuple = shape
+        params = ParameterLayer({"log_scale": (shape, "zeros", True)},
+                                dtype=dtype.name, name=f"{name}_params")
+        super().__init__(event_ndims=len(shape), parameters=parameters,
+                         name=name, layers=[params], dtype=dtype,
+                         validate_args=validate_args)
+        self._log_scale = params.raw("log_scale")
+
+    @property
+    def log_scale(self):
+        return self._log_scale
+
+    def _log_det(self, x, sign):
+        ndims = len(self._event_shape_tuple)
+        return tf.broadcast_to(sign * tf.reduce_sum(self._log_scale),
+                               _batch_shape(x, ndims))
+
+    def _forward_and_log_det(self, x, **kwargs):
+        self._check_event_shape(x, self._event_shape_tuple)
+        return x * tf.exp(-self._log_scale), self._log_det(x, -1.0)
+
+    def _inverse_and_log_det(self, y, **kwargs):
+        self._check_event_shape(y, self._event_shape_tuple)
+        return y * tf.exp(self._log_scale), self._log_det(y, 1.0)
+
+    def _forward_event_shape(self, s):
+        return s
+
+    def _inverse_event_shape(self, s):
+        return s
+
+
+class _FixedPixelMap(FlowBijector):
+    def __init__(self, num_levels, event_ndims, parameters, name, dtype,
+                 validate_args):
+        levels = float(num_levels)
+        if not levels >= 2:
+            raise ValueError(f"num_levels must be >= 2, got {num_levels!r}.")
+        self._num_levels = levels
+        super().__init__(event_ndims=event_ndims, parameters=parameters,
+                         name=name, dtype=tf.as_dtype(dtype),
+                         validate_args=validate_args)
+
+    @property
+    def num_levels(self):
+        """Pixel values live in ``[0, num_levels)``."""
+        return self._num_levels
+
+    def _forward_event_shape(self, s):
+        return s
+
+    def _inverse_event_shape(self, s):
+        return s
+
+
+class PixelRescale(_FixedPixelMap):
+    """Maps pixels in ``[0, L)`` to ``[shift, 1 + shift)`` (Glow uses shift -0.5).
+
+    Data -> latent (``inverse``): ``y = x / L + shift``,
+    ``log|det| = -D log L`` for ``D`` event entries.
+
+    Args:
+      num_levels: ``L = 2**n_bits`` (or the number of intensity levels).
+      shift: added after dividing by ``L``.
+      event_ndims: rank of one event.
+    """
+
+    def __init__(self, num_levels, shift=-0.5, *, event_ndims=3,
+                 dtype=tf.float32, validate_args=False, name="pixel_rescale"):
+        parameters = dict(locals())
+        self._shift = float(shift)
+        super().__init__(num_levels, event_ndims, parameters, name, dtype,
+                         validate_args)
+
+    def _log_det(self, x, sign):
+        ndims = self.forward_min_event_ndims
+        d = _event_size(x, ndims, x.dtype)
+        return tf.broadcast_to(sign * d * np.log(self._num_levels),
+                               _batch_shape(x, ndims))
+
+    def _forward_and_log_det(self, x, **kwargs):
+        return (x - self._shift) * self._num_levels, self._log_det(x, 1.0)
+
+    def _inverse_and_log_det(self, y, **kwargs):
+        return y / self._num_levels + self._shift, self._log_det(y, -1.0)
+
+
+class PixelLogit(_FixedPixelMap):
+    """RealNVP's logit preprocessing (Dinh et al., 2016, Sec. 4.1).
+
+    Data -> latent (``inverse``)::
+
+        p = alpha + (1 - 2 alpha) * x / L,    y = log p - log(1 - p)
+        log|det| = sum(log(1 - 2 alpha) - log L - log p - log(1 - p))
+
+    latent -> data (``forward``): ``x = (sigmoid(y) - alpha) * L / (1 - 2 alpha)``.
+
+    Args:
+      num_levels: ``L``; pixels live in ``[0, L)``.
+      alpha: keeps ``p`` away from 0 and 1 (the paper used 0.05).
+      event_ndims: rank of one event.
+    """
+
+    def __init__(self, num_levels, alpha=0.05, *, event_ndims=3,
+                 dtype=tf.float32, validate_args=False, name="pixel_logit"):
+        parameters = dict(locals())
+        alpha = float(alpha)
+        if not 0.0 <= alpha < 0.5:
+            raise ValueError(f"alpha must be in [0, 0.5), got {alpha}.")
+        self._alpha = alpha
+        super().__init__(num_levels, event_ndims, parameters, name, dtype,
+                         validate_args)
+
+    @property
+    def alpha(self):
+        return self._alpha
+
+    def _inverse_and_log_det(self, x, **kwargs):
+        ndims = self.forward_min_event_ndims
+        scale = (1.0 - 2.0 * self._alpha) / self._num_levels
+        p = self._alpha + scale * x
+        log_p, log_1mp = tf.math.log(p), tf.math.log1p(-p)
+        y = log_p - log_1mp
+        ldj = np.log(scale) - log_p - log_1mp
+        return y, tf.reduce_sum(ldj, axis=list(range(-ndims, 0)))
+
+    def _forward_and_log_det(self, y, **kwargs):
+        ndims = self.forward_min_event_ndims
+        scale = (1.0 - 2.0 * self._alpha) / self._num_levels
+        x = (tf.sigmoid(y) - self._alpha) / scale
+        ldj = (tf.math.log_sigmoid(y) + tf.math.log_sigmoid(-y)) - np.log(scale)
+        return x, tf.reduce_sum(ldj, axis=list(range(-ndims, 0)))

@@ -1,0 +1,259 @@
+"""Coupling networks: Keras 3 layers that map the conditioning half to the
+coupling parameters.
+
+Every default network ends in a zero-initialised layer, so a fresh coupling is
+the identity map (Glow, Sec. 3.3). Any Keras layer or callable with the same
+input/output contract can be passed to a coupling instead.
+"""
+
+import keras
+import tensorflow as tf
+
+__all__ = ["MLP", "GlowCNN", "ResNet", "ZeroConv2D", "ZeroDense",
+           "default_network", "policy_for"]
+
+_register = keras.saving.register_keras_serializable(package="tfp_flows")
+
+
+@_register
+class ZeroConv2D(keras.layers.Layer):
+    """Convolution initialised at zero with a learned per-channel log-scale.
+
+    ``y = (conv(x) + b) * exp(logscale_factor * s)`` with kernel, ``b`` and
+    ``s`` all zero at initialisation (Glow's ``conv2d_zeros``).
+    """
+
+    def __init__(self, filters, kernel_size=3, logscale_factor=3.0, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.logscale_factor = float(logscale_factor)
+
+    def build(self, input_shape):
+        c_in = int(input_shape[-1])
+        k = self.kernel_size
+        self.kernel = self.add_weight(
+            shape=(k, k, c_in, self.filters), initializer="zeros", name="kernel")
+        self.bias = self.add_weight(
+            shape=(self.filters,), initializer="zeros", name="bias")
+        self.logs = self.add_weight(
+            shape=(self.filters,), initializer="zeros", name="logs")
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters,)
+
+    def call(self, x):
+        y = tf.nn.conv2d(x, self.kernel, strides=1, padding="SAME") + self.bias
+        return y * tf.exp(self.logs * self.logscale_factor)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "logscale_factor": self.logscale_factor}
+
+
+@_register
+class ZeroDense(keras.layers.Layer):
+    """Dense layer initialised at zero with a learned per-unit log-scale."""
+
+    def __init__(self, units, logscale_factor=3.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.logscale_factor = float(logscale_factor)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            shape=(int(input_shape[-1]), self.units), initializer="zeros",
+            name="kernel")
+        self.bias = self.add_weight(
+            shape=(self.units,), initializer="zeros", name="bias")
+        self.logs = self.add_weight(
+            shape=(self.units,), initializer="zeros", name="logs")
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def call(self, x):
+        y = tf.matmul(x, self.kernel) + self.bias
+        return y * tf.exp(self.logs * self.logscale_factor)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units,
+                "logscale_factor": self.logscale_factor}
+
+
+class _Stack(keras.layers.Layer):
+    """Applies `self._stack` in order; subclasses fill it in `__init__`."""
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self._stack:
+            layer.build(shape)
+            shape = tuple(layer.compute_output_shape(shape))
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self._stack:
+            shape = tuple(layer.compute_output_shape(shape))
+        return shape
+
+    def call(self, x):
+        for layer in self._stack:
+            x = layer(x)
+        return x
+
+
+@_register
+class MLP(_Stack):
+    """Multi-layer perceptron for vector events (NICE's coupling function).
+
+    Args:
+      out_units: width of the output.
+      hidden_units: width of each hidden layer.
+      num_hidden_layers: number of ReLU hidden layers (NICE used 5 x 1000).
+    """
+
+    def __init__(self, out_units, hidden_units=256, num_hidden_layers=2,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.out_units = int(out_units)
+        self.hidden_units = int(hidden_units)
+        self.num_hidden_layers = int(num_hidden_layers)
+        policy = self.dtype_policy
+        self._stack = [
+            keras.layers.Dense(self.hidden_units, activation="relu",
+                               dtype=policy, name=f"dense_{i}")
+            for i in range(self.num_hidden_layers)]
+        self._stack.append(ZeroDense(self.out_units, dtype=policy, name="out"))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.out_units,)
+
+    def get_config(self):
+        return {**super().get_config(), "out_units": self.out_units,
+                "hidden_units": self.hidden_units,
+                "num_hidden_layers": self.num_hidden_layers}
+
+
+@_register
+class GlowCNN(_Stack):
+    """Glow's coupling network: conv3x3 -> ReLU -> conv1x1 -> ReLU -> zero conv3x3.
+
+    Args:
+      out_channels: channels of the output (2x the transformed channels for an
+        affine coupling).
+      hidden_channels: width of the two hidden convolutions (512 in Glow).
+    """
+
+    def __init__(self, out_channels, hidden_channels=512, **kwargs):
+        super().__init__(**kwargs)
+        self.out_channels = int(out_channels)
+        self.hidden_channels = int(hidden_channels)
+        policy = self.dtype_policy
+        self._stack = [
+            keras.layers.Conv2D(self.hidden_channels, 3, padding="same",
+                                activation="relu", dtype=policy, name="conv_in"),
+            keras.layers.Conv2D(self.hidden_channels, 1, padding="same",
+                                activation="relu", dtype=policy,
+                                name="conv_hidden"),
+            ZeroConv2D(self.out_channels, 3, dtype=policy, name="conv_out"),
+        ]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.out_channels,)
+
+    def get_config(self):
+        return {**super().get_config(), "out_channels": self.out_channels,
+                "hidden_channels": self.hidden_channels}
+
+
+@_register
+class ResidualBlock(keras.layers.Layer):
+    """``x + conv3x3(relu(conv3x3(relu(x))))``."""
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        policy = self.dtype_policy
+        self.conv1 = keras.layers.Conv2D(self.channels, 3, padding="same",
+                                         dtype=policy, name="conv1")
+        self.conv2 = keras.layers.Conv2D(self.channels, 3, padding="same",
+                                         dtype=policy, name="conv2")
+
+    def build(self, input_shape):
+        self.conv1.build(input_shape)
+        self.conv2.build(tuple(input_shape[:-1]) + (self.channels,))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def call(self, x):
+        h = self.conv1(tf.nn.relu(x))
+        return x + self.conv2(tf.nn.relu(h))
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels}
+
+
+@_register
+class ResNet(_Stack):
+    """RealNVP's residual s/t network (without batch normalisation).
+
+    conv3x3 -> ``num_blocks`` residual blocks -> ReLU -> zero conv3x3.
+    """
+
+    def __init__(self, out_channels, hidden_channels=64, num_blocks=2,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.out_channels = int(out_channels)
+        self.hidden_channels = int(hidden_channels)
+        self.num_blocks = int(num_blocks)
+        policy = self.dtype_policy
+        self._stack = [keras.layers.Conv2D(self.hidden_channels, 3,
+                                           padding="same", dtype=policy,
+                                           name="conv_in")]
+        self._stack += [ResidualBlock(self.hidden_channels, dtype=policy,
+                                      name=f"block_{i}")
+                        for i in range(self.num_blocks)]
+        self._stack.append(keras.layers.Activation("relu", dtype=policy,
+                                                   name="relu"))
+        self._stack.append(ZeroConv2D(self.out_channels, 3, dtype=policy,
+                                      name="conv_out"))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.out_channels,)
+
+    def get_config(self):
+        return {**super().get_config(), "out_channels": self.out_channels,
+                "hidden_channels": self.hidden_channels,
+                "num_blocks": self.num_blocks}
+
+
+def policy_for(dtype):
+    """Keras dtype policy for a network of a bijector with float `dtype`.
+
+    float32 bijectors use the global policy, so ``mixed_bfloat16`` /
+    ``mixed_float16`` make the networks compute in low precision while the
+    bijector (log-dets, prior) stays float32. Other dtypes are used as is.
+    """
+    dtype = tf.as_dtype(dtype)
+    if dtype == tf.float32:
+        return keras.config.dtype_policy().name
+    return dtype.name
+
+
+def default_network(event_ndims, out_channels, hidden=None, dtype=None,
+                    name=None):
+    """The default coupling network for an event rank.
+
+    An :class:`MLP` for vectors (``event_ndims == 1``), a :class:`GlowCNN` for
+    images (``event_ndims == 3``).
+    """
+    if event_ndims == 1:
+        return MLP(out_channels, hidden_units=hidden or 256, dtype=dtype,
+                   name=name)
+    if event_ndims == 3:
+        return GlowCNN(out_channels, hidden_channels=hidden or 512,
+                       dtype=dtype, name=name)
+    raise ValueError(f"no default network for event rank {event_ndims}; "
+                     "pass `network=`.")
