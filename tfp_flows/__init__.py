@@ -1,9 +1,21 @@
 """tfp_flows: NICE, RealNVP and Glow as TensorFlow Probability bijectors."""
 
-from tfp_flows import bijectors, masks, networks, priors
+from tfp_flows import bijectors, masks, models, networks, priors
 from tfp_flows.bijectors import keras_layers
+from tfp_flows.flow_ops import (
+                                Latents,
+                                bits_per_dim,
+                                decode,
+                                encode,
+                                initialize,
+                                interpolate,
+                                sample,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["bijectors", "masks", "networks", "priors", "keras_layers",
-           "__version__"]
+__all__ = [
+    "bijectors", "masks", "models", "networks", "priors",
+    "keras_layers", "bits_per_dim", "sample", "encode", "decode",
+    "interpolate", "initialize", "Latents", "__version__",
+]

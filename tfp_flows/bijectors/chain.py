@@ -108,7 +108,8 @@ class FlowChain(FlowBijector):
     """
 
     def __init__(self, bijectors, *, memory_efficient=False,
-                 validate_args=False, name="flow_chain"):
+                 data_event_shape=None, validate_args=False,
+                 name="flow_chain"):
         parameters = dict(locals())
         bijectors = list(bijectors)
         if not bijectors:
@@ -124,6 +125,9 @@ class FlowChain(FlowBijector):
         data_ndims, latent_ndims = _infer_ndims(bijectors)
         self._bijectors = bijectors
         self._memory_efficient = bool(memory_efficient)
+        self._data_event_shape = (None if data_event_shape is None else
+                                  tuple(int(d) for d in data_event_shape))
+        self._metadata = self._no_dependency({})
         dtype = next((b.dtype for b in bijectors if b.dtype is not None),
                      tf.float32)
         super().__init__(event_ndims=latent_ndims,
@@ -141,6 +145,30 @@ class FlowChain(FlowBijector):
     @property
     def memory_efficient(self):
         return self._memory_efficient
+
+    @property
+    def data_event_shape(self):
+        """Event shape expected on the data side, if declared (else None)."""
+        return self._data_event_shape
+
+    @property
+    def metadata(self):
+        """Free-form dict the model builders fill (config, pixel bins, levels)."""
+        return self._metadata
+
+    def _check_data(self, y):
+        if self._data_event_shape is None:
+            return
+        expected = self._data_event_shape
+        shape = tuple(y.shape) if y.shape.rank is not None else None
+        if shape is None:
+            return
+        got = shape[len(shape) - len(expected):] if len(shape) >= len(expected) else shape
+        if len(shape) < len(expected) or any(
+                g is not None and g != e for g, e in zip(got, expected)):
+            raise ValueError(
+                f"'{self.name}' expects data of event shape {expected}; got an "
+                f"input of shape {shape}.")
 
     # Plain walks: used directly, and as the recomputation of the reversible
     # gradient.
@@ -163,6 +191,7 @@ class FlowChain(FlowBijector):
         return x, total
 
     def _inverse_and_log_det(self, y, **kwargs):
+        self._check_data(y)
         if self._memory_efficient:
             from tfp_flows import reversible  # pylint: disable=import-outside-toplevel
             return reversible.inverse_and_log_det(self, y, **kwargs)

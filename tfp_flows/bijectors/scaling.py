@@ -72,20 +72,20 @@ class DiagonalScaling(FlowBijector):
 
 
 class _FixedPixelMap(FlowBijector):
-    def __init__(self, num_levels, event_ndims, parameters, name, dtype,
+    def __init__(self, num_bins, event_ndims, parameters, name, dtype,
                  validate_args):
-        levels = float(num_levels)
+        levels = float(num_bins)
         if not levels >= 2:
-            raise ValueError(f"num_levels must be >= 2, got {num_levels!r}.")
-        self._num_levels = levels
+            raise ValueError(f"num_bins must be >= 2, got {num_bins!r}.")
+        self._num_bins = levels
         super().__init__(event_ndims=event_ndims, parameters=parameters,
                          name=name, dtype=tf.as_dtype(dtype),
                          validate_args=validate_args)
 
     @property
-    def num_levels(self):
-        """Pixel values live in ``[0, num_levels)``."""
-        return self._num_levels
+    def num_bins(self):
+        """Pixel values live in ``[0, num_bins)``."""
+        return self._num_bins
 
     def _forward_event_shape(self, s):
         return s
@@ -101,29 +101,29 @@ class PixelRescale(_FixedPixelMap):
     ``log|det| = -D log L`` for ``D`` event entries.
 
     Args:
-      num_levels: ``L = 2**n_bits`` (or the number of intensity levels).
+      num_bins: ``L = 2**n_bits`` (or the number of intensity levels).
       shift: added after dividing by ``L``.
       event_ndims: rank of one event.
     """
 
-    def __init__(self, num_levels, shift=-0.5, *, event_ndims=3,
+    def __init__(self, num_bins, shift=-0.5, *, event_ndims=3,
                  dtype=tf.float32, validate_args=False, name="pixel_rescale"):
         parameters = dict(locals())
         self._shift = float(shift)
-        super().__init__(num_levels, event_ndims, parameters, name, dtype,
+        super().__init__(num_bins, event_ndims, parameters, name, dtype,
                          validate_args)
 
     def _log_det(self, x, sign):
         ndims = self.forward_min_event_ndims
         d = _event_size(x, ndims, x.dtype)
-        return tf.broadcast_to(sign * d * np.log(self._num_levels),
+        return tf.broadcast_to(sign * d * np.log(self._num_bins),
                                _batch_shape(x, ndims))
 
     def _forward_and_log_det(self, x, **kwargs):
-        return (x - self._shift) * self._num_levels, self._log_det(x, 1.0)
+        return (x - self._shift) * self._num_bins, self._log_det(x, 1.0)
 
     def _inverse_and_log_det(self, y, **kwargs):
-        return y / self._num_levels + self._shift, self._log_det(y, -1.0)
+        return y / self._num_bins + self._shift, self._log_det(y, -1.0)
 
 
 class PixelLogit(_FixedPixelMap):
@@ -137,19 +137,19 @@ class PixelLogit(_FixedPixelMap):
     latent -> data (``forward``): ``x = (sigmoid(y) - alpha) * L / (1 - 2 alpha)``.
 
     Args:
-      num_levels: ``L``; pixels live in ``[0, L)``.
+      num_bins: ``L``; pixels live in ``[0, L)``.
       alpha: keeps ``p`` away from 0 and 1 (the paper used 0.05).
       event_ndims: rank of one event.
     """
 
-    def __init__(self, num_levels, alpha=0.05, *, event_ndims=3,
+    def __init__(self, num_bins, alpha=0.05, *, event_ndims=3,
                  dtype=tf.float32, validate_args=False, name="pixel_logit"):
         parameters = dict(locals())
         alpha = float(alpha)
         if not 0.0 <= alpha < 0.5:
             raise ValueError(f"alpha must be in [0, 0.5), got {alpha}.")
         self._alpha = alpha
-        super().__init__(num_levels, event_ndims, parameters, name, dtype,
+        super().__init__(num_bins, event_ndims, parameters, name, dtype,
                          validate_args)
 
     @property
@@ -158,7 +158,7 @@ class PixelLogit(_FixedPixelMap):
 
     def _inverse_and_log_det(self, x, **kwargs):
         ndims = self.forward_min_event_ndims
-        scale = (1.0 - 2.0 * self._alpha) / self._num_levels
+        scale = (1.0 - 2.0 * self._alpha) / self._num_bins
         p = self._alpha + scale * x
         log_p, log_1mp = tf.math.log(p), tf.math.log1p(-p)
         y = log_p - log_1mp
@@ -167,7 +167,7 @@ class PixelLogit(_FixedPixelMap):
 
     def _forward_and_log_det(self, y, **kwargs):
         ndims = self.forward_min_event_ndims
-        scale = (1.0 - 2.0 * self._alpha) / self._num_levels
+        scale = (1.0 - 2.0 * self._alpha) / self._num_bins
         x = (tf.sigmoid(y) - self._alpha) / scale
         ldj = (tf.math.log_sigmoid(y) + tf.math.log_sigmoid(-y)) - np.log(scale)
         return x, tf.reduce_sum(ldj, axis=list(range(-ndims, 0)))

@@ -1,0 +1,253 @@
+"""Functions on a flow distribution: bits/dim, sampling with temperature,
+encoding to and decoding from the latent space, interpolation, and explicit
+data-dependent initialisation."""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_flows.bijectors import ActNorm, flow_bijectors
+from tfp_flows.bijectors.chain import forward_and_log_det, inverse_and_log_det
+
+__all__ = ["bits_per_dim", "sample", "encode", "decode", "interpolate",
+           "initialize", "Latents", "validate_images", "num_bins"]
+
+Latents = collections.namedtuple("Latents", ["flat", "levels"])
+Latents.__doc__ = """Latent code of a batch of images.
+
+Attributes:
+  flat: tensor of the data's shape, the standardised latent (N(0, I) under
+    the model).
+  levels: list of per-level latents, finest level first; the last entry is
+    the top level. For single-scale models (NICE) a one-element list.
+"""
+
+
+def _metadata(dist):
+    return getattr(dist.bijector, "metadata", {}) or {}
+
+
+def num_bins(dist):
+    """Number of pixel intensity bins the model was built for (or None)."""
+    return _metadata(dist).get("num_bins")
+
+
+def _event_shape(dist):
+    shape = dist.event_shape
+    if not shape.is_fully_defined():
+        raise ValueError("the distribution's event shape must be known.")
+    return tuple(shape.as_list())
+
+
+def validate_images(dist, images, *, integer=True, bins=None):
+    """Checks shape, dtype, finiteness and range; returns a float tensor.
+
+    Raises:
+      ValueError: naming the problem (shape, empty batch, NaN/Inf, range).
+    """
+    bins = num_bins(dist) if bins is None else bins
+    event = _event_shape(dist)
+    if isinstance(images, tf.Tensor) and not tf.executing_eagerly():
+        arr = None
+    else:
+        arr = np.asarray(images)
+    if arr is not None:
+        if arr.dtype.kind not in "uif":
+            raise ValueError(f"images must be numeric, got dtype {arr.dtype}.")
+        if arr.ndim < len(event) or tuple(arr.shape[arr.ndim - len(event):]) != event:
+            raise ValueError(f"images must have shape [batch..., "
+                             f"{', '.join(map(str, event))}]; got {arr.shape}.")
+        if arr.size == 0:
+            raise ValueError(f"got an empty batch of shape {arr.shape}.")
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            bad = int(np.size(arr) - np.isfinite(arr).sum())
+            raise ValueError(f"images contain {bad} NaN or Inf values.")
+        if bins is not None:
+            lo, hi = float(arr.min()), float(arr.max())
+            limit = bins - 1 if integer else bins
+            if lo < 0 or hi > limit:
+                raise ValueError(
+                    f"pixel values must lie in [0, {limit:g}] for a model with "
+                    f"{bins:g} bins; got min {lo:g}, max {hi:g}.")
+        if integer and arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
+            raise ValueError("images must be integer-valued (quantised pixels)"
+                             "; pass dequantize=False for continuous data.")
+        return tf.convert_to_tensor(arr, dtype=dist.dtype)
+    return tf.cast(images, dist.dtype)
+
+
+def bits_per_dim(dist, images, *, dequantize=True, seed=None,
+                 bijector_kwargs=None):
+    """Per-image bits per dimension, in the papers' convention.
+
+    ``images`` are integer-valued in ``[0, num_bins)``; uniform noise
+    ``u ~ U[0, 1)`` is added (dequantisation) and the result is
+    ``-log p(x + u) / (D log 2)`` where ``p`` is the model density over pixel
+    units. A model uniform over ``[0, 2^n)^D`` scores exactly ``n``.
+
+    Args:
+      dist: a tfp_flows model (or any distribution over pixel units).
+      images: ``[batch..., *event_shape]`` integer-valued pixels.
+      dequantize: add uniform noise (set False for already continuous data).
+      seed: seed of the dequantisation noise.
+      bijector_kwargs: conditioning, e.g. ``{'top_prior': {'labels': y}}``.
+
+    Returns:
+      float tensor of the batch shape.
+
+    Raises:
+      ValueError: wrong shape, NaN/Inf, or pixels out of range.
+    """
+    x = validate_images(dist, images, integer=dequantize)
+    if dequantize:
+        x = x + tf.random.uniform(tf.shape(x), dtype=x.dtype, seed=seed)
+    dim = float(np.prod(_event_shape(dist)))
+    log_p = dist.log_prob(x, bijector_kwargs=bijector_kwargs or {})
+    return -log_p / (dim * np.log(2.0))
+
+
+def sample(dist, n, temperature=1.0, seed=None, bijector_kwargs=None):
+    """Draws ``n`` samples with the base noise scaled by ``temperature``.
+
+    With Glow's learned priors written as bijectors, this scales every learned
+    standard deviation by ``temperature``, as in the paper. ``temperature=0``
+    decodes the zero latent.
+    """
+    temperature = float(temperature)
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}.")
+    z = dist.distribution.sample(n, seed=seed) * tf.cast(temperature,
+                                                          dist.dtype)
+    return forward_and_log_det(dist.bijector, z, **(bijector_kwargs or {}))[0]
+
+
+def _squeeze(z, factor):
+    return tf.nn.space_to_depth(z, factor) if factor > 1 else z
+
+
+def _unsqueeze(z, factor):
+    return tf.nn.depth_to_space(z, factor) if factor > 1 else z
+
+
+def _unpack(z, levels):
+    if not levels:
+        return [z]
+    batch_shape = tf.shape(z)[:-3]
+    z = tf.reshape(z, tf.concat([[-1], tf.shape(z)[-3:]], 0))
+    out = []
+    for factor, kept in levels:
+        z = _squeeze(z, factor)
+        if kept is None:
+            out.append(z)
+            break
+        out.append(z[..., kept:])
+        z = z[..., :kept]
+    return [tf.reshape(t, tf.concat([batch_shape, tf.shape(t)[1:]], 0))
+            for t in out]
+
+
+def _pack(parts, levels):
+    if not levels:
+        (z,) = parts
+        return z
+    batch_shape = tf.shape(parts[0])[:-3]
+    parts = [tf.reshape(t, tf.concat([[-1], tf.shape(t)[-3:]], 0))
+             for t in parts]
+    z = None
+    for (factor, kept), part in reversed(list(zip(levels, parts))):
+        z = part if kept is None else tf.concat([z, part], axis=-1)
+        z = _unsqueeze(z, factor)
+    return tf.reshape(z, tf.concat([batch_shape, tf.shape(z)[1:]], 0))
+
+
+def encode(dist, x, bijector_kwargs=None):
+    """Exact encoder: data (pixel units, continuous) -> latent.
+
+    Returns:
+      :class:`Latents` with the flat latent (data's shape) and the per-level
+      latents.
+    """
+    x = tf.convert_to_tensor(x, dtype=dist.dtype)
+    z, _ = inverse_and_log_det(dist.bijector, x, **(bijector_kwargs or {}))
+    return Latents(z, _unpack(z, _metadata(dist).get("levels", [])))
+
+
+def decode(dist, z, bijector_kwargs=None):
+    """Inverse of :func:`encode`: takes `Latents`, a flat latent, or a list of
+    per-level latents, and returns data in pixel units."""
+    if isinstance(z, Latents):
+        z = z.flat
+    elif isinstance(z, (list, tuple)):
+        z = _pack([tf.convert_to_tensor(t, dist.dtype) for t in z],
+                  _metadata(dist).get("levels", []))
+    z = tf.convert_to_tensor(z, dtype=dist.dtype)
+    return forward_and_log_det(dist.bijector, z, **(bijector_kwargs or {}))[0]
+
+
+def interpolate(dist, x0, x1, steps=8, method="linear", bijector_kwargs=None):
+    """Decodes ``steps`` points between the latents of ``x0`` and ``x1``.
+
+    Args:
+      x0, x1: single images (event shape) or equal-size batches.
+      steps: number of points, endpoints included.
+      method: ``'linear'`` or ``'slerp'`` (spherical, keeps the norm typical).
+
+    Returns:
+      tensor ``[steps, *x0.shape]``.
+    """
+    steps = int(steps)
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}.")
+    if method not in ("linear", "slerp"):
+        raise ValueError(f"method must be 'linear' or 'slerp', got {method!r}.")
+    z0 = encode(dist, x0, bijector_kwargs).flat
+    z1 = encode(dist, x1, bijector_kwargs).flat
+    t = tf.reshape(tf.linspace(tf.constant(0.0, dist.dtype), 1.0, steps),
+                   [steps] + [1] * z0.shape.rank)
+    if method == "linear":
+        z = (1.0 - t) * z0[None] + t * z1[None]
+    else:
+        axes = list(range(-len(_event_shape(dist)), 0))
+        n0 = tf.sqrt(tf.reduce_sum(z0 ** 2, axes, keepdims=True))
+        n1 = tf.sqrt(tf.reduce_sum(z1 ** 2, axes, keepdims=True))
+        cos = tf.reduce_sum(z0 * z1, axes, keepdims=True) / (n0 * n1)
+        omega = tf.acos(tf.clip_by_value(cos, -1.0 + 1e-7, 1.0 - 1e-7))
+        so = tf.sin(omega)
+        z = (tf.sin((1.0 - t) * omega) / so * z0[None]
+             + tf.sin(t * omega) / so * z1[None])
+    flat = tf.reshape(z, tf.concat([[-1], tf.shape(z0)[z0.shape.rank - len(
+        _event_shape(dist)):]], 0))
+    out = decode(dist, flat, _repeat_kwargs(bijector_kwargs, steps))
+    return tf.reshape(out, tf.shape(z))
+
+
+def _repeat_kwargs(kwargs, steps):
+    if not kwargs:
+        return kwargs
+    return tf.nest.map_structure(
+        lambda v: tf.tile(tf.convert_to_tensor(v), [steps]) if tf.is_tensor(
+            v) or isinstance(v, np.ndarray) else v, kwargs)
+
+
+def initialize(dist_or_bijector, x, bijector_kwargs=None):
+    """Data-dependent initialisation of every ActNorm, in data->latent order.
+
+    Runs eagerly (call it outside `tf.function`; under `tf.distribute` call it
+    in the cross-replica context with the *global* batch so that every replica
+    gets the same values). Existing initialisations are redone.
+
+    Args:
+      dist_or_bijector: a flow distribution or bijector.
+      x: a batch of data (continuous, pixel units for image models).
+    """
+    if not tf.executing_eagerly():
+        raise RuntimeError("initialize() must run eagerly, outside tf.function.")
+    bijector = getattr(dist_or_bijector, "bijector", dist_or_bijector)
+    norms = [b for b in flow_bijectors(bijector) if isinstance(b, ActNorm)]
+    for b in norms:
+        b.initialized.assign(False)
+    dtype = bijector.dtype or tf.float32
+    inverse_and_log_det(bijector, tf.convert_to_tensor(x, dtype),
+                        **(bijector_kwargs or {}))
+    return len(norms)

@@ -1,0 +1,25 @@
+"""Model builders: each returns a `tfd.TransformedDistribution`."""
+
+from tfp_flows.models.glow import glow
+from tfp_flows.models.nice import nice
+from tfp_flows.models.real_nvp import real_nvp
+
+BUILDERS = {"glow": glow, "real_nvp": real_nvp, "nice": nice}
+
+
+def from_config(config):
+    """Rebuilds a model from ``dist.bijector.metadata['config']``.
+
+    ``config`` holds the builder's own keyword arguments plus ``model``.
+    """
+    config = dict(config)
+    model = config.pop("model")
+    if model not in BUILDERS:
+        raise ValueError(f"unknown model {model!r}; expected one of "
+                         f"{sorted(BUILDERS)}.")
+    shape_key = "event_shape" if model == "nice" else "image_shape"
+    shape = config.pop(shape_key)
+    return BUILDERS[model](shape, **config)
+
+
+__all__ = ["glow", "real_nvp", "nice", "from_config", "BUILDERS"]

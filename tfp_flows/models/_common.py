@@ -1,0 +1,72 @@
+"""Shared pieces of the model builders."""
+
+import itertools
+
+import numpy as np
+import tensorflow_probability as tfp
+
+from tfp_flows import priors
+from tfp_flows.bijectors import FlowChain
+
+tfd = tfp.distributions
+
+
+def image_shape(shape, what="image_shape"):
+    """Validates an ``[H, W, C]`` shape and returns it as a tuple of ints."""
+    try:
+        shape = tuple(int(d) for d in shape)
+    except TypeError as e:
+        raise ValueError(f"{what} must be a sequence of ints, got {shape!r}.") from e
+    if len(shape) != 3 or any(d <= 0 for d in shape):
+        raise ValueError(f"{what} must be [H, W, C] with positive sizes, got "
+                         f"{shape}.")
+    return shape
+
+
+def check_divisible(shape, factor, what):
+    h, w, _ = shape
+    if h % factor or w % factor:
+        raise ValueError(
+            f"image size {h}x{w} is not divisible by {factor}, which {what} "
+            f"needs; use a size that is a multiple of {factor} or fewer levels.")
+
+
+def num_bins_from(n_bits, num_bins):
+    if num_bins is not None:
+        if n_bits is not None and n_bits != 8:
+            raise ValueError("pass either n_bits or num_bins, not both.")
+        nb = float(num_bins)
+        if nb < 2:
+            raise ValueError(f"num_bins must be >= 2, got {num_bins}.")
+        return nb
+    if n_bits is None:
+        return None
+    n_bits = int(n_bits)
+    if not 1 <= n_bits <= 16:
+        raise ValueError(f"n_bits must be in [1, 16], got {n_bits}.")
+    return float(2 ** n_bits)
+
+
+def seed_stream(seed):
+    """Yields per-layer seeds (None forever when `seed` is None)."""
+    if seed is None:
+        return itertools.repeat(None)
+    rng = np.random.default_rng(seed)
+    return iter(lambda: int(rng.integers(2**31 - 1)), None)
+
+
+def base_distribution(kind, event_shape, dtype):
+    if kind == "gaussian":
+        return priors.gaussian(event_shape, dtype)
+    if kind == "logistic":
+        return priors.logistic(event_shape, dtype)
+    raise ValueError(f"prior must be 'gaussian' or 'logistic', got {kind!r}.")
+
+
+def make_flow(bijectors, *, base, data_shape, name, metadata,
+              memory_efficient=False):
+    """Wraps a data-side-first list of bijectors into a distribution."""
+    chain = FlowChain(bijectors, memory_efficient=memory_efficient,
+                      data_event_shape=data_shape, name=f"{name}_chain")
+    chain.metadata.update(metadata)
+    return tfd.TransformedDistribution(base, chain, name=name)

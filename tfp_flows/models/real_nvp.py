@@ -1,0 +1,108 @@
+"""RealNVP (Dinh et al., 2016) as a `tfd.TransformedDistribution`."""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_flows import masks, networks
+from tfp_flows.bijectors import AffineCoupling, FactorOut, FlowChain, PixelLogit, Squeeze
+from tfp_flows.models import _common
+
+tfb = tfp.bijectors
+
+__all__ = ["real_nvp"]
+
+
+def real_nvp(image_shape, num_scales=2, *, hidden_channels=64, num_blocks=4,
+             n_bits=8, num_bins=None, alpha=0.05, scale_fn="exp_tanh",
+             memory_efficient=False, dtype=tf.float32, name="real_nvp"):
+    """Builds RealNVP's multi-scale architecture over images in pixel units.
+
+    Data -> latent: the logit preprocessing with ``alpha``, then for each scale
+    but the last: 3 checkerboard affine couplings (alternating parity), a
+    squeeze, 3 channel-wise couplings (alternating), and half of the channels
+    factored out to the N(0, 1) prior; the last scale has 4 checkerboard
+    couplings. The s/t functions are ResNets (:class:`tfp_flows.networks.ResNet`,
+    without batch normalisation) and the scale is ``exp(tanh(h))``.
+
+    Args:
+      image_shape: ``[H, W, C]``; H and W divisible by ``2**(num_scales-1)``.
+      num_scales: number of scales (the last one does not squeeze).
+      hidden_channels: ResNet width (64 in the paper's CIFAR-10 model).
+      num_blocks: residual blocks per ResNet (8 in the paper).
+      n_bits / num_bins: pixel range ``[0, 2**n_bits)`` or ``[0, num_bins)``.
+      alpha: logit preprocessing margin (the paper used 0.05).
+      scale_fn: coupling scale function (see `AffineCoupling`).
+      memory_efficient: reversible gradients.
+      dtype: float dtype.
+      name: distribution name.
+
+    Returns:
+      A `tfd.TransformedDistribution` with event shape ``image_shape``.
+    """
+    shape = _common.image_shape(image_shape)
+    num_scales = int(num_scales)
+    if num_scales < 1:
+        raise ValueError(f"num_scales must be >= 1, got {num_scales}.")
+    _common.check_divisible(shape, 2 ** (num_scales - 1),
+                            f"{num_scales} RealNVP scales")
+    bins = _common.num_bins_from(n_bits, num_bins)
+    if bins is None:
+        raise ValueError("real_nvp models images: n_bits or num_bins is required.")
+    dtype = tf.as_dtype(dtype)
+    policy = networks.policy_for(dtype)
+
+    def coupling(mask, prefix):
+        c = mask.shape[-1]
+        if masks_is_channel(mask):
+            out = 2 * int((mask.reshape(-1, c)[0] == 0).sum())
+        else:
+            out = 2 * c
+        net = networks.ResNet(out, hidden_channels, num_blocks, dtype=policy,
+                              name=f"{prefix}_net")
+        return AffineCoupling(mask, net, scale_fn=scale_fn, dtype=dtype,
+                              name=f"{prefix}_coupling")
+
+    levels_meta = []
+
+    def scale(index, event):
+        h, w, c = event
+        if index == num_scales:
+            levels_meta.append((1, None))
+            return [coupling(masks.checkerboard(event, parity=i % 2),
+                             f"scale{index}_checker{i}") for i in range(4)]
+        items = [coupling(masks.checkerboard(event, parity=i % 2),
+                          f"scale{index}_checker{i}") for i in range(3)]
+        squeezed = (h // 2, w // 2, 4 * c)
+        items.append(tfb.Invert(Squeeze(2, dtype=dtype,
+                                        name=f"scale{index}_squeeze")))
+        items += [coupling(masks.channel(squeezed, parity=i % 2),
+                           f"scale{index}_channel{i}") for i in range(3)]
+        kept = squeezed[-1] // 2
+        levels_meta.append((2, kept))
+        inner = FlowChain(scale(index + 1, squeezed[:2] + (kept,)),
+                          memory_efficient=memory_efficient,
+                          name=f"scale{index + 1}")
+        items.append(FactorOut(inner, kept, name=f"scale{index}_factor_out"))
+        items.append(Squeeze(2, dtype=dtype, name=f"scale{index}_unsqueeze"))
+        return items
+
+    bijectors = [PixelLogit(bins, alpha=alpha, dtype=dtype, name="preprocess")]
+    bijectors += scale(1, shape)
+    config = dict(model="real_nvp", n_bits=None, image_shape=list(shape), num_scales=num_scales,
+                  hidden_channels=int(hidden_channels),
+                  num_blocks=int(num_blocks), num_bins=bins, alpha=float(alpha),
+                  scale_fn=scale_fn, memory_efficient=bool(memory_efficient),
+                  dtype=dtype.name, name=name)
+    metadata = {"model": "real_nvp", "config": config, "num_bins": bins,
+                "image_shape": shape, "levels": levels_meta,
+                "num_classes": None}
+    return _common.make_flow(
+        bijectors, base=_common.base_distribution("gaussian", shape, dtype),
+        data_shape=shape, name=name, metadata=metadata,
+        memory_efficient=memory_efficient)
+
+
+def masks_is_channel(mask):
+    """True when `mask` only varies along its last axis."""
+    flat = mask.reshape(-1, mask.shape[-1])
+    return bool((flat == flat[:1]).all())
