@@ -129,7 +129,8 @@ def glow(image_shape, num_levels=3, num_steps=32, hidden_channels=512, *,
 
     bijectors = [PixelRescale(bins, shift=-0.5, dtype=dtype, name="preprocess")]
     bijectors += level(1, shape)
-    config = dict(model="glow", n_bits=None, image_shape=list(shape), num_levels=num_levels,
+    config = dict(model="glow", n_bits=None,
+                  image_shape=list(shape), num_levels=num_levels,
                   num_steps=num_steps, hidden_channels=int(hidden_channels),
                   coupling=coupling, lu=bool(lu), num_bins=bins,
                   num_classes=num_classes, learn_top_prior=bool(learn_top_prior),

@@ -69,7 +69,8 @@ def nice(event_shape, *, num_couplings=4, hidden_units=1000,
         bijectors.append(AdditiveCoupling(mask, net, dtype=dtype,
                                           name=f"coupling{i}"))
     bijectors.append(DiagonalScaling([dim], dtype=dtype, name="scaling"))
-    config = dict(model="nice", n_bits=None, event_shape=list(shape), num_couplings=int(num_couplings),
+    config = dict(model="nice", n_bits=None,
+                  event_shape=list(shape), num_couplings=int(num_couplings),
                   hidden_units=int(hidden_units),
                   num_hidden_layers=int(num_hidden_layers), prior=prior,
                   num_bins=bins, memory_efficient=bool(memory_efficient),

@@ -88,7 +88,8 @@ def real_nvp(image_shape, num_scales=2, *, hidden_channels=64, num_blocks=4,
 
     bijectors = [PixelLogit(bins, alpha=alpha, dtype=dtype, name="preprocess")]
     bijectors += scale(1, shape)
-    config = dict(model="real_nvp", n_bits=None, image_shape=list(shape), num_scales=num_scales,
+    config = dict(model="real_nvp", n_bits=None,
+                  image_shape=list(shape), num_scales=num_scales,
                   hidden_channels=int(hidden_channels),
                   num_blocks=int(num_blocks), num_bins=bins, alpha=float(alpha),
                   scale_fn=scale_fn, memory_efficient=bool(memory_efficient),
