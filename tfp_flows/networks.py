@@ -83,7 +83,21 @@ class ZeroDense(keras.layers.Layer):
 
 
 class _Stack(keras.layers.Layer):
-    """Applies `self._stack` in order; subclasses fill it in `__init__`."""
+    """Applies its sublayers in order; subclasses call `_set_stack`.
+
+    Sublayers are stored as attributes (``layer_0``, ...) rather than only in
+    a list: Keras 3 lists are not `tf.train.Checkpoint` dependencies, and the
+    flows must checkpoint with plain TF as well as with Keras.
+    """
+
+    def _set_stack(self, layers):
+        for i, layer in enumerate(layers):
+            setattr(self, f"layer_{i}", layer)
+        self._num_stack = len(layers)
+
+    @property
+    def _stack(self):
+        return [getattr(self, f"layer_{i}") for i in range(self._num_stack)]
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -120,11 +134,11 @@ class MLP(_Stack):
         self.hidden_units = int(hidden_units)
         self.num_hidden_layers = int(num_hidden_layers)
         policy = self.dtype_policy
-        self._stack = [
-            keras.layers.Dense(self.hidden_units, activation="relu",
-                               dtype=policy, name=f"dense_{i}")
-            for i in range(self.num_hidden_layers)]
-        self._stack.append(ZeroDense(self.out_units, dtype=policy, name="out"))
+        stack = [keras.layers.Dense(self.hidden_units, activation="relu",
+                                    dtype=policy, name=f"dense_{i}")
+                 for i in range(self.num_hidden_layers)]
+        stack.append(ZeroDense(self.out_units, dtype=policy, name="out"))
+        self._set_stack(stack)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.out_units,)
@@ -150,14 +164,14 @@ class GlowCNN(_Stack):
         self.out_channels = int(out_channels)
         self.hidden_channels = int(hidden_channels)
         policy = self.dtype_policy
-        self._stack = [
+        self._set_stack([
             keras.layers.Conv2D(self.hidden_channels, 3, padding="same",
                                 activation="relu", dtype=policy, name="conv_in"),
             keras.layers.Conv2D(self.hidden_channels, 1, padding="same",
                                 activation="relu", dtype=policy,
                                 name="conv_hidden"),
             ZeroConv2D(self.out_channels, 3, dtype=policy, name="conv_out"),
-        ]
+        ])
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.out_channels,)
@@ -209,16 +223,15 @@ class ResNet(_Stack):
         self.hidden_channels = int(hidden_channels)
         self.num_blocks = int(num_blocks)
         policy = self.dtype_policy
-        self._stack = [keras.layers.Conv2D(self.hidden_channels, 3,
-                                           padding="same", dtype=policy,
-                                           name="conv_in")]
-        self._stack += [ResidualBlock(self.hidden_channels, dtype=policy,
-                                      name=f"block_{i}")
-                        for i in range(self.num_blocks)]
-        self._stack.append(keras.layers.Activation("relu", dtype=policy,
-                                                   name="relu"))
-        self._stack.append(ZeroConv2D(self.out_channels, 3, dtype=policy,
-                                      name="conv_out"))
+        stack = [keras.layers.Conv2D(self.hidden_channels, 3, padding="same",
+                                     dtype=policy, name="conv_in")]
+        stack += [ResidualBlock(self.hidden_channels, dtype=policy,
+                                name=f"block_{i}")
+                  for i in range(self.num_blocks)]
+        stack.append(keras.layers.Activation("relu", dtype=policy, name="relu"))
+        stack.append(ZeroConv2D(self.out_channels, 3, dtype=policy,
+                                name="conv_out"))
+        self._set_stack(stack)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.out_channels,)

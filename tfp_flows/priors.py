@@ -77,7 +77,7 @@ class LearnedPrior(FlowBijector):
         super().__init__(event_ndims=event_ndims, parameters=parameters,
                          name=name, layers=[params], dtype=dtype,
                          validate_args=validate_args)
-        self._vars = params.raw_dict()
+        self._vars = self._no_dependency(params.raw_dict())
 
     @property
     def num_classes(self):

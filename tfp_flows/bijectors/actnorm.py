@@ -61,8 +61,11 @@ class ActNorm(FlowBijector):
         super().__init__(event_ndims=event_ndims, parameters=parameters,
                          name=name, layers=[params], dtype=dtype,
                          validate_args=validate_args)
-        self._loc, self._log_scale_var, self._initialized = (
-            params.raw_dict().values())
+        # Raw variables, untracked: the ParameterLayer is what checkpoints save.
+        raw = params.raw_dict()
+        self._loc = self._no_dependency(raw["loc"])
+        self._log_scale_var = self._no_dependency(raw["log_scale"])
+        self._initialized = self._no_dependency(raw["initialized"])
 
     @property
     def num_channels(self):

@@ -45,7 +45,7 @@ class DiagonalScaling(FlowBijector):
         super().__init__(event_ndims=len(shape), parameters=parameters,
                          name=name, layers=[params], dtype=dtype,
                          validate_args=validate_args)
-        self._log_scale = params.raw("log_scale")
+        self._log_scale = self._no_dependency(params.raw("log_scale"))
 
     @property
     def log_scale(self):
