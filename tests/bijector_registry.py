@@ -36,6 +36,12 @@ class Entry:
     sample: Callable = _normal            # data-side inputs
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     has_variables: bool = True
+    # Optional shape-generic constructor, used by the hypothesis suite:
+    # `shaped(event_shape, dtype)` for event shapes of kind `shape_kind`
+    # ('vector', 'image', 'image_c2' = C >= 2, 'image_even' = H, W even, or
+    # 'image_c4' = C % 4 == 0).
+    shaped: Callable = None
+    shape_kind: str = None
 
 
 def _chain(dtype):
@@ -79,18 +85,27 @@ def _callable_network(dtype):
 
 ENTRIES = [
     Entry("additive_vector", lambda d: B.AdditiveCoupling(
-        masks.checkerboard([6]), hidden=16, dtype=d), (6,)),
+        masks.checkerboard([6]), hidden=16, dtype=d), (6,),
+        shaped=lambda s, d: B.AdditiveCoupling(masks.checkerboard(s), hidden=4,
+                                               dtype=d), shape_kind="vector"),
     Entry("additive_image_checkerboard", lambda d: B.AdditiveCoupling(
-        masks.checkerboard([4, 4, 2]), hidden=8, dtype=d), (4, 4, 2)),
+        masks.checkerboard([4, 4, 2]), hidden=8, dtype=d), (4, 4, 2),
+        shaped=lambda s, d: B.AdditiveCoupling(masks.checkerboard(s), hidden=4,
+                                               dtype=d), shape_kind="image"),
     Entry("additive_image_channel", lambda d: B.AdditiveCoupling(
         masks.channel([4, 4, 4], parity=1), hidden=8, dtype=d), (4, 4, 4)),
     Entry("affine_sigmoid_image_channel", lambda d: B.AffineCoupling(
-        masks.channel([4, 4, 4]), hidden=8, dtype=d), (4, 4, 4)),
+        masks.channel([4, 4, 4]), hidden=8, dtype=d), (4, 4, 4),
+        shaped=lambda s, d: B.AffineCoupling(masks.channel(s), hidden=4, dtype=d),
+        shape_kind="image_c2"),
     Entry("affine_exp_tanh_image_checkerboard", lambda d: B.AffineCoupling(
         masks.checkerboard([4, 4, 2], parity=1), hidden=8, scale_fn="exp_tanh",
         dtype=d), (4, 4, 2)),
     Entry("affine_exp_vector_half", lambda d: B.AffineCoupling(
-        masks.channel([5]), hidden=16, scale_fn="exp", dtype=d), (5,)),
+        masks.channel([5]), hidden=16, scale_fn="exp", dtype=d), (5,),
+        shaped=lambda s, d: B.AffineCoupling(masks.channel(s), hidden=4,
+                                             scale_fn="exp", dtype=d),
+        shape_kind="vector"),
     Entry("affine_sigmoid_interleaved_channels", lambda d: B.AffineCoupling(
         np.broadcast_to(np.array([1, 0, 1, 0, 0], np.float32), (2, 2, 5)),
         hidden=8, dtype=d), (2, 2, 5)),
@@ -100,32 +115,45 @@ ENTRIES = [
     Entry("diagonal_scaling_vector", lambda d: B.DiagonalScaling([6], dtype=d),
           (6,)),
     Entry("diagonal_scaling_image", lambda d: B.DiagonalScaling(
-        [3, 3, 2], dtype=d), (3, 3, 2)),
-    Entry("actnorm_image", lambda d: B.ActNorm(3, dtype=d), (4, 4, 3)),
-    Entry("actnorm_vector", lambda d: B.ActNorm(5, event_ndims=1, dtype=d), (5,)),
+        [3, 3, 2], dtype=d), (3, 3, 2),
+        shaped=lambda s, d: B.DiagonalScaling(s, dtype=d), shape_kind="image"),
+    Entry("actnorm_image", lambda d: B.ActNorm(3, dtype=d), (4, 4, 3),
+          shaped=lambda s, d: B.ActNorm(s[-1], dtype=d), shape_kind="image"),
+    Entry("actnorm_vector", lambda d: B.ActNorm(5, event_ndims=1, dtype=d), (5,),
+          shaped=lambda s, d: B.ActNorm(s[-1], event_ndims=1, dtype=d),
+          shape_kind="vector"),
     Entry("conv1x1_lu_image", lambda d: B.InvertibleConv1x1(
-        4, lu=True, seed=0, dtype=d), (3, 3, 4)),
+        4, lu=True, seed=0, dtype=d), (3, 3, 4),
+        shaped=lambda s, d: B.InvertibleConv1x1(s[-1], seed=0, dtype=d),
+        shape_kind="image"),
     Entry("conv1x1_plain_image", lambda d: B.InvertibleConv1x1(
-        4, lu=False, seed=0, dtype=d), (3, 3, 4)),
+        4, lu=False, seed=0, dtype=d), (3, 3, 4),
+        shaped=lambda s, d: B.InvertibleConv1x1(s[-1], lu=False, seed=0, dtype=d),
+        shape_kind="image"),
     Entry("conv1x1_lu_vector", lambda d: B.InvertibleConv1x1(
         5, event_ndims=1, seed=0, dtype=d), (5,)),
     # event_shape is the data side, i.e. the input of `inverse`
     Entry("squeeze", lambda d: B.Squeeze(dtype=d), (2, 2, 8),
-          has_variables=False),
+          has_variables=False, shaped=lambda s, d: B.Squeeze(dtype=d),
+          shape_kind="image_c4"),
     Entry("unsqueeze", lambda d: tfb.Invert(B.Squeeze(dtype=d)), (4, 4, 2),
-          has_variables=False),
+          has_variables=False, shaped=lambda s, d: tfb.Invert(B.Squeeze(dtype=d)),
+          shape_kind="image_even"),
     Entry("squeeze_factor_3", lambda d: B.Squeeze(3, dtype=d), (1, 2, 9),
           has_variables=False),
     Entry("pixel_rescale", lambda d: B.PixelRescale(256, dtype=d), (2, 2, 3),
           sample=_pixels(256), has_variables=False),
     Entry("pixel_logit", lambda d: B.PixelLogit(32, alpha=0.05, dtype=d),
           (2, 2, 3), sample=_pixels(32), has_variables=False),
-    Entry("learned_prior", lambda d: priors.LearnedPrior(3, dtype=d), (2, 2, 3)),
+    Entry("learned_prior", lambda d: priors.LearnedPrior(3, dtype=d), (2, 2, 3),
+          shaped=lambda s, d: priors.LearnedPrior(s[-1], dtype=d),
+          shape_kind="image"),
     Entry("learned_prior_class_conditional", lambda d: priors.LearnedPrior(
         3, num_classes=4, dtype=d), (2, 2, 3),
         kwargs={"labels": "batch_labels"}),
     Entry("split_prior", lambda d: priors.split_prior([3, 3, 4], dtype=d),
-          (3, 3, 4)),
+          (3, 3, 4), shaped=lambda s, d: priors.split_prior(s, dtype=d),
+          shape_kind="image_c2"),
     Entry("flow_chain", _chain, (4, 4, 2)),
     Entry("factor_out", _factor_out, (4, 4, 4)),
 ]
