@@ -11,6 +11,7 @@ from tfp_flows.flow_ops import (
                                 interpolate,
                                 sample,
 )
+from tfp_flows.training import FlowModel, LinearWarmup, SampleGrid, TensorBoardSamples
 
 __version__ = "0.1.0"
 
@@ -18,4 +19,5 @@ __all__ = [
     "bijectors", "masks", "models", "networks", "priors",
     "keras_layers", "bits_per_dim", "sample", "encode", "decode",
     "interpolate", "initialize", "Latents", "__version__",
+    "training", "FlowModel", "SampleGrid", "TensorBoardSamples", "LinearWarmup",
 ]

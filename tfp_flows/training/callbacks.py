@@ -1,0 +1,185 @@
+"""Keras callbacks for flow training: sample grids (PNG and TensorBoard) and
+Glow's linear learning-rate warmup."""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfp_flows import flow_ops
+
+__all__ = ["image_grid", "SampleGrid", "TensorBoardSamples", "LinearWarmup"]
+
+
+def image_grid(images, num_bins, num_cols=None):
+    """Tiles a batch of images into one uint8 picture.
+
+    Pixel values in ``[0, num_bins)`` (as sampled, continuous) are floored,
+    clipped and mapped linearly to ``[0, 255]``.
+
+    Args:
+      images: ``[N, H, W, C]`` with C in {1, 3}, pixel units.
+      num_bins: number of intensity levels of the model.
+      num_cols: images per row (default: ceil(sqrt(N))).
+
+    Returns:
+      uint8 array ``[rows * H, num_cols * W, C]``; empty cells are black.
+    """
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError("image_grid needs images [N, H, W, C] with C = 1 or "
+                         f"3; got shape {images.shape}.")
+    n, h, w, c = images.shape
+    if n == 0:
+        raise ValueError("image_grid got an empty batch.")
+    num_bins = float(num_bins)
+    if not num_bins >= 2:
+        raise ValueError(f"num_bins must be >= 2, got {num_bins}.")
+    cols = int(num_cols or int(np.ceil(np.sqrt(n))))
+    rows = int(np.ceil(n / cols))
+    levels = np.clip(np.floor(np.nan_to_num(images, nan=0.0)), 0, num_bins - 1)
+    pixels = np.round(levels * (255.0 / (num_bins - 1))).astype(np.uint8)
+    grid = np.zeros((rows * h, cols * w, c), np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        grid[r * h:(r + 1) * h, k * w:(k + 1) * w] = pixels[i]
+    return grid
+
+
+class _Sampler(keras.callbacks.Callback):
+    """Shared part: draw a fixed-seed sample grid from the model's flow."""
+
+    def __init__(self, num_samples, temperature, seed, every_n_epochs):
+        super().__init__()
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        if float(temperature) < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}.")
+        if int(every_n_epochs) < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}.")
+        self.num_samples = int(num_samples)
+        self.temperature = float(temperature)
+        self.seed = seed
+        self.every_n_epochs = int(every_n_epochs)
+
+    def _due(self, epoch):
+        return (epoch + 1) % self.every_n_epochs == 0
+
+    def _grid(self):
+        dist = self.model.distribution
+        bins = flow_ops.num_bins(dist)
+        if bins is None:
+            raise ValueError("sample grids need an image model with num_bins "
+                             "in its metadata (tfp_flows.models builders).")
+        with self.model.distribute_strategy.scope():
+            x = flow_ops.sample(dist, self.num_samples, self.temperature,
+                                seed=self.seed)
+        return image_grid(np.asarray(x), bins)
+
+
+class SampleGrid(_Sampler):
+    """Saves a PNG grid of samples at a chosen temperature after each epoch.
+
+    Uses a fixed seed, so successive files show the same latent points as the
+    model trains. Under several workers, give non-chief workers another
+    directory (as for `ModelCheckpoint`).
+
+    Args:
+      directory: where to write ``samples_epoch{epoch:04d}.png`` (1-based).
+      num_samples: images in the grid.
+      temperature: scale of the base noise (Glow used 0.7).
+      seed: sampling seed.
+      every_n_epochs: write every this many epochs.
+    """
+
+    def __init__(self, directory, num_samples=16, temperature=0.7, seed=0,
+                 every_n_epochs=1):
+        super().__init__(num_samples, temperature, seed, every_n_epochs)
+        self.directory = os.fspath(directory)
+        self.paths = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._due(epoch):
+            return
+        from PIL import Image  # pylint: disable=import-outside-toplevel
+        os.makedirs(self.directory, exist_ok=True)
+        grid = self._grid()
+        path = os.path.join(self.directory, f"samples_epoch{epoch + 1:04d}.png")
+        Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+        self.paths.append(path)
+
+
+class TensorBoardSamples(_Sampler):
+    """Writes a sample grid as a TensorBoard image summary after each epoch.
+
+    The tag is ``samples/temperature_<T>`` and the step the 1-based epoch.
+    Use the same `log_dir` as `keras.callbacks.TensorBoard` to see both.
+
+    Args:
+      log_dir: TensorBoard log directory (a ``samples`` subdirectory is used).
+      num_samples, temperature, seed, every_n_epochs: as in `SampleGrid`.
+    """
+
+    def __init__(self, log_dir, num_samples=16, temperature=0.7, seed=0,
+                 every_n_epochs=1):
+        super().__init__(num_samples, temperature, seed, every_n_epochs)
+        self.log_dir = os.path.join(os.fspath(log_dir), "samples")
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._due(epoch):
+            return
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        grid = self._grid()
+        with self._writer.as_default():
+            tf.summary.image(f"samples/temperature_{self.temperature:g}",
+                             grid[None], step=epoch + 1)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class LinearWarmup(keras.callbacks.Callback):
+    """Glow's linear learning-rate warmup (Kingma & Dhariwal, 2018, code).
+
+    Before each batch::
+
+        lr(step) = peak_learning_rate * min(1, (step + 1) / warmup_steps)
+
+    where ``step`` is ``optimizer.iterations`` (restored on resume, so a
+    resumed run continues the same schedule). After the warmup the rate
+    stays at the peak.
+
+    Args:
+      peak_learning_rate: the rate reached after the warmup.
+      warmup_steps: number of optimizer steps of the ramp (Glow: the steps of
+        10 epochs).
+    """
+
+    def __init__(self, peak_learning_rate, warmup_steps):
+        super().__init__()
+        if not float(peak_learning_rate) > 0:
+            raise ValueError("peak_learning_rate must be > 0, got "
+                             f"{peak_learning_rate}.")
+        if int(warmup_steps) < 1:
+            raise ValueError(f"warmup_steps must be >= 1, got {warmup_steps}.")
+        self.peak_learning_rate = float(peak_learning_rate)
+        self.warmup_steps = int(warmup_steps)
+
+    def rate(self, step):
+        """The learning rate before optimizer step `step` (0-based)."""
+        return self.peak_learning_rate * min(1.0, (step + 1) / self.warmup_steps)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        self.model.optimizer.learning_rate = self.rate(step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
