@@ -1,6 +1,6 @@
 """tfp_flows: NICE, RealNVP and Glow as TensorFlow Probability bijectors."""
 
-from tfp_flows import bijectors, masks, models, networks, priors
+from tfp_flows import bijectors, data, masks, models, networks, priors
 from tfp_flows.bijectors import keras_layers
 from tfp_flows.flow_ops import (
                                 Latents,
@@ -16,7 +16,7 @@ from tfp_flows.training import FlowModel, LinearWarmup, SampleGrid, TensorBoardS
 __version__ = "0.1.0"
 
 __all__ = [
-    "bijectors", "masks", "models", "networks", "priors",
+    "bijectors", "data", "masks", "models", "networks", "priors",
     "keras_layers", "bits_per_dim", "sample", "encode", "decode",
     "interpolate", "initialize", "Latents", "__version__",
     "training", "FlowModel", "SampleGrid", "TensorBoardSamples", "LinearWarmup",

@@ -1,0 +1,82 @@
+"""scikit-learn's handwritten digits: 1797 images of 8x8x1 pixels with 17
+intensity levels (0..16), shipped with scikit-learn, so always offline.
+
+Split protocol (``/work/shared/BENCHMARKS.md``, digits density)::
+
+    perm = np.random.default_rng(0).permutation(1797)
+    test = perm[:359]      # 359 images
+    train = perm[359:]     # 1438 images
+
+Pixels are already quantised to 17 levels, so ``num_bins = 17`` and there is
+no bit-depth reduction.
+"""
+
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_flows.data import common
+
+__all__ = ["NUM_BINS", "SHAPE", "SPLIT_SIZES", "arrays", "info", "load"]
+
+NUM_BINS = 17
+SHAPE = (8, 8, 1)
+_NUM_IMAGES = 1797
+_NUM_TEST = 359
+SPLIT_SIZES = {"train": _NUM_IMAGES - _NUM_TEST, "test": _NUM_TEST}
+
+
+@functools.lru_cache(maxsize=1)
+def _all_arrays():
+    from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+
+    digits = load_digits()
+    images = digits.images.astype(np.uint8)[..., None]
+    labels = digits.target.astype(np.int32)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def _check_split(split):
+    if split not in SPLIT_SIZES:
+        raise ValueError(f"unknown split {split!r} for dataset 'digits'; valid "
+                         f"splits: {', '.join(SPLIT_SIZES)}.")
+
+
+def arrays(split):
+    """The images and labels of one split, in the protocol's order.
+
+    Args:
+      split: ``'train'`` (1438 images) or ``'test'`` (359 images).
+
+    Returns:
+      ``(images, labels)``: uint8 ``[N, 8, 8, 1]`` with values in ``0..16``,
+      and int32 ``[N]`` with values in ``0..9`` (read-only arrays).
+    """
+    _check_split(split)
+    images, labels = _all_arrays()
+    perm = np.random.default_rng(0).permutation(_NUM_IMAGES)
+    index = perm[:_NUM_TEST] if split == "test" else perm[_NUM_TEST:]
+    return images[index], labels[index]
+
+
+def info():
+    """`DatasetInfo` of the digits dataset."""
+    return common.DatasetInfo(
+        name="digits", kind="image", shape=SHAPE, num_bins=NUM_BINS, n_bits=None,
+        num_classes=10, splits=tuple(SPLIT_SIZES), source="sklearn.datasets.load_digits")
+
+
+def load(split, *, batch_size, with_labels=False, dequantize=False, shuffle=None,
+         shuffle_buffer=None, seed=None, drop_remainder=None):
+    """Pipeline over the digits; see `tfp_flows.data.load`."""
+    images, labels = arrays(split)
+    shuffle = split == "train" if shuffle is None else bool(shuffle)
+    drop_remainder = shuffle if drop_remainder is None else bool(drop_remainder)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels) if with_labels else images)
+    return common.finish(
+        ds, batch_size=batch_size, shuffle=shuffle,
+        shuffle_buffer=shuffle_buffer or len(images), seed=seed,
+        drop_remainder=drop_remainder, dequantize=dequantize)
