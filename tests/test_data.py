@@ -142,6 +142,10 @@ def test_digits_labels():
     ref_x, ref_y = data.digits.arrays("test")
     np.testing.assert_array_equal(x, ref_x)
     np.testing.assert_array_equal(y, ref_y)
+    (xd, yd), = list(data.load("digits", "test", batch_size=400, with_labels=True,
+                               dequantize=True, seed=0))
+    np.testing.assert_array_equal(np.floor(xd), ref_x)
+    np.testing.assert_array_equal(yd, ref_y)
 
 
 def test_dequantize_on_and_off():

@@ -142,8 +142,7 @@ def load(name, split, *, batch_size, n_bits=8, image_size=None,
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
     meta = info(name, n_bits, image_size)
-    tfds_name, native, _, classes = SPEC[name]
-    if with_labels and classes is None:
+    if with_labels and meta.num_classes is None:
         raise ValueError(f"'{name}' has no class labels; use with_labels=False.")
     tfds_split, is_train = resolve_split(name, split)
     shuffle = is_train if shuffle is None else bool(shuffle)
@@ -154,7 +153,7 @@ def load(name, split, *, batch_size, n_bits=8, image_size=None,
     # per example, before shuffling, so the shuffle buffer holds small images.
     resize = name == "celeb_a" or name.startswith("imagenet")
 
-    ds = tfds.load(tfds_name, split=tfds_split, shuffle_files=shuffle,
+    ds = tfds.load(SPEC[name][0], split=tfds_split, shuffle_files=shuffle,
                    read_config=tfds.ReadConfig(shuffle_seed=seed),
                    data_dir=data_dir, download=download)
 
