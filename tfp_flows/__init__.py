@@ -2,6 +2,7 @@
 
 from tfp_flows import bijectors, data, masks, models, networks, priors
 from tfp_flows.bijectors import keras_layers
+from tfp_flows.export import export
 from tfp_flows.flow_ops import (
                                 Latents,
                                 bits_per_dim,
@@ -18,6 +19,6 @@ __version__ = "0.1.0"
 __all__ = [
     "bijectors", "data", "masks", "models", "networks", "priors",
     "keras_layers", "bits_per_dim", "sample", "encode", "decode",
-    "interpolate", "initialize", "Latents", "__version__",
+    "interpolate", "initialize", "Latents", "__version__", "export",
     "training", "FlowModel", "SampleGrid", "TensorBoardSamples", "LinearWarmup",
 ]

@@ -3,8 +3,10 @@
 from tfp_flows.models.glow import glow
 from tfp_flows.models.nice import nice
 from tfp_flows.models.real_nvp import real_nvp
+from tfp_flows.models.vector import vector_flow
 
-BUILDERS = {"glow": glow, "real_nvp": real_nvp, "nice": nice}
+BUILDERS = {"glow": glow, "real_nvp": real_nvp, "nice": nice,
+            "vector_flow": vector_flow}
 
 
 def from_config(config):
@@ -17,9 +19,11 @@ def from_config(config):
     if model not in BUILDERS:
         raise ValueError(f"unknown model {model!r}; expected one of "
                          f"{sorted(BUILDERS)}.")
-    shape_key = "event_shape" if model == "nice" else "image_shape"
+    shape_key = ("event_shape" if model in ("nice", "vector_flow")
+                 else "image_shape")
     shape = config.pop(shape_key)
     return BUILDERS[model](shape, **config)
 
 
-__all__ = ["glow", "real_nvp", "nice", "from_config", "BUILDERS"]
+__all__ = ["glow", "real_nvp", "nice", "vector_flow", "from_config",
+           "BUILDERS"]
