@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tfp_flows.data import common
 
-__all__ = ["DATASETS", "SPEC", "info", "load", "resolve_split",
+__all__ = ["DATASETS", "SPEC", "ALIASES", "info", "load", "resolve_split",
            "center_crop_resize", "CELEB_A_CROP"]
 
 CELEB_A_CROP = 148
