@@ -6,10 +6,12 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 from tfp_flows import flow_ops
 
-__all__ = ["image_grid", "SampleGrid", "TensorBoardSamples", "LinearWarmup"]
+__all__ = ["image_grid", "write_image_summary", "SampleGrid",
+           "TensorBoardSamples", "LinearWarmup"]
 
 
 def image_grid(images, num_bins, num_cols=None):
@@ -47,6 +49,25 @@ def image_grid(images, num_bins, num_cols=None):
     return grid
 
 
+def write_image_summary(tag, image, step):
+    """Writes one uint8 image ``[H, W, C]`` as a TensorBoard image summary.
+
+    The same record as ``tf.summary.image`` (a string tensor ``[width,
+    height, png]`` tagged for TensorBoard's "images" plugin), written with
+    core TF only: ``tf.summary.image`` needs the `tensorboard` package.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3:
+        raise ValueError("write_image_summary needs a uint8 image [H, W, C], "
+                         f"got {image.dtype} {image.shape}.")
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "images"  # ImagePluginData v0: empty
+    tensor = tf.stack([tf.as_string(image.shape[1]),
+                       tf.as_string(image.shape[0]),
+                       tf.io.encode_png(image)])
+    return tf.summary.write(tag, tensor, step=step, metadata=metadata)
+
+
 class _Sampler(keras.callbacks.Callback):
     """Shared part: draw a fixed-seed sample grid from the model's flow."""
 
@@ -72,24 +93,27 @@ class _Sampler(keras.callbacks.Callback):
         if bins is None:
             raise ValueError("sample grids need an image model with num_bins "
                              "in its metadata (tfp_flows.models builders).")
+        # A stateless seed (a pair): the same base noise at every epoch.
+        seed = (0, int(self.seed))
         with self.model.distribute_strategy.scope():
             x = flow_ops.sample(dist, self.num_samples, self.temperature,
-                                seed=self.seed)
+                                seed=seed)
         return image_grid(np.asarray(x), bins)
 
 
 class SampleGrid(_Sampler):
     """Saves a PNG grid of samples at a chosen temperature after each epoch.
 
-    Uses a fixed seed, so successive files show the same latent points as the
-    model trains. Under several workers, give non-chief workers another
-    directory (as for `ModelCheckpoint`).
+    Uses a fixed stateless seed ``(0, seed)``, so successive files show the
+    same base noise decoded by the model as it trains. Under several workers,
+    give non-chief workers another directory (as for `ModelCheckpoint`).
 
     Args:
       directory: where to write ``samples_epoch{epoch:04d}.png`` (1-based).
       num_samples: images in the grid.
       temperature: scale of the base noise (Glow used 0.7).
-      seed: sampling seed.
+      seed: int; the base noise is drawn with the stateless seed
+        ``(0, seed)``.
       every_n_epochs: write every this many epochs.
     """
 
@@ -134,8 +158,8 @@ class TensorBoardSamples(_Sampler):
             self._writer = tf.summary.create_file_writer(self.log_dir)
         grid = self._grid()
         with self._writer.as_default():
-            tf.summary.image(f"samples/temperature_{self.temperature:g}",
-                             grid[None], step=epoch + 1)
+            write_image_summary(f"samples/temperature_{self.temperature:g}",
+                                grid, step=epoch + 1)
         self._writer.flush()
 
     def on_train_end(self, logs=None):

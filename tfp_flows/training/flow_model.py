@@ -204,13 +204,14 @@ class FlowModel(keras.Model):
                                       keras.optimizers.LossScaleOptimizer):
             self.optimizer = keras.optimizers.LossScaleOptimizer(
                 self.optimizer, name="loss_scale_optimizer")
+        # Slots now, not in the first traced step (which would then be traced
+        # twice, once to create them).
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
 
     def compile_from_config(self, config):
         """Recompiles after `keras.saving.load_model` (optimizer state too)."""
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if getattr(self, "optimizer", None) is not None:
-            self.optimizer.build(self.trainable_variables)
+        self.compile(**keras.saving.deserialize_keras_object(config))
 
     # -- the objective -----------------------------------------------------------
     def _unpack(self, data):
@@ -288,14 +289,15 @@ class FlowModel(keras.Model):
             spec = x.element_spec
             spec = spec[0] if isinstance(spec, (tuple, list)) else spec
             shape = getattr(spec, "shape", None)
+            n = len(self._event_shape)
             if shape is not None and shape.rank is not None and (
-                    shape.rank < len(self._event_shape) or not shape[
-                        shape.rank - len(self._event_shape):].is_compatible_with(
-                        self._event_shape)):
+                    shape.rank != n + 1 or
+                    not shape[1:].is_compatible_with(self._event_shape)):
                 raise ValueError(
                     f"dataset elements have shape {shape}; this flow needs "
-                    f"batches of shape [batch, {', '.join(map(str, self._event_shape))}]"
-                    " (did you forget .batch()?).")
+                    f"batches of shape [batch, "
+                    f"{', '.join(map(str, self._event_shape))}] (did you "
+                    "forget .batch()?).")
             return
         if isinstance(x, (np.ndarray, tf.Tensor)) or hasattr(x, "__array__"):
             if tf.is_tensor(x) and not tf.executing_eagerly():
