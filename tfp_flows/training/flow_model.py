@@ -215,7 +215,11 @@ class FlowModel(keras.Model):
 
     # -- the objective -----------------------------------------------------------
     def _unpack(self, data):
-        images, labels = init_lib._split(data)  # pylint: disable=protected-access
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if isinstance(x, (tuple, list)):  # predict((images, labels))
+            images, labels = x[0], (x[1] if len(x) > 1 else y)
+        else:
+            images, labels = x, y
         images = tf.cast(images, self._distribution.dtype)
         if self.label_bijector is None:
             labels = None
@@ -285,6 +289,8 @@ class FlowModel(keras.Model):
     # -- entry points -------------------------------------------------------------
     def _check_input(self, x):
         """Clear ValueErrors for bad arrays, and dataset element shapes."""
+        if isinstance(x, (tuple, list)) and x:  # (images, labels)
+            x = x[0]
         if isinstance(x, tf.data.Dataset):
             spec = x.element_spec
             spec = spec[0] if isinstance(spec, (tuple, list)) else spec
@@ -313,7 +319,10 @@ class FlowModel(keras.Model):
         """
         self._check_input(x)
         callbacks = list(callbacks or [])
-        if init_lib.needs_initialization(self._distribution):
+        # With several replicas the initialisation callback always runs: it
+        # decides collectively, so that no worker skips a collective.
+        if (init_lib.needs_initialization(self._distribution) or
+                self.distribute_strategy.num_replicas_in_sync > 1):
             images, labels = init_lib.first_batch(x, y, batch_size)
             if not isinstance(x, (np.ndarray, tf.Tensor)):
                 validate_images(self._distribution, images,
