@@ -17,8 +17,9 @@ Latents = collections.namedtuple("Latents", ["flat", "levels"])
 Latents.__doc__ = """Latent code of a batch of images.
 
 Attributes:
-  flat: tensor of the data's shape, the standardised latent (N(0, I) under
-    the model).
+  flat: the standardised latent (N(0, I) under the model), with the base
+    distribution's event shape: the image shape for RealNVP and Glow,
+    ``[D]`` for NICE.
   levels: list of per-level latents, finest level first; the last entry is
     the top level. For single-scale models (NICE) a one-element list.
 """
@@ -38,6 +39,27 @@ def _event_shape(dist):
     if not shape.is_fully_defined():
         raise ValueError("the distribution's event shape must be known.")
     return tuple(shape.as_list())
+
+
+def _latent_shape(dist):
+    """Event shape of the latent (the base distribution's event shape)."""
+    shape = dist.distribution.event_shape
+    if not shape.is_fully_defined():
+        raise ValueError("the base distribution's event shape must be known.")
+    return tuple(shape.as_list())
+
+
+def _check_latent(dist, z):
+    """Raises a ValueError unless `z` ends in the latent event shape."""
+    expected = _latent_shape(dist)
+    shape = tuple(z.shape) if z.shape.rank is not None else None
+    if shape is None:
+        return
+    n = len(expected)
+    if len(shape) < n or any(g is not None and g != e
+                             for g, e in zip(shape[len(shape) - n:], expected)):
+        raise ValueError(f"latents must have shape [batch..., "
+                         f"{', '.join(map(str, expected))}]; got {shape}.")
 
 
 def validate_images(dist, images, *, integer=True, bins=None):
@@ -182,33 +204,48 @@ def decode(dist, z, bijector_kwargs=None):
         z = _pack([tf.convert_to_tensor(t, dist.dtype) for t in z],
                   _metadata(dist).get("levels", []))
     z = tf.convert_to_tensor(z, dtype=dist.dtype)
+    _check_latent(dist, z)
     return forward_and_log_det(dist.bijector, z, **(bijector_kwargs or {}))[0]
 
 
 def interpolate(dist, x0, x1, steps=8, method="linear", bijector_kwargs=None):
     """Decodes ``steps`` points between the latents of ``x0`` and ``x1``.
 
+    ``z(t) = (1 - t) z0 + t z1`` (``'linear'``) or the spherical interpolation
+    ``z(t) = sin((1 - t) w) / sin(w) z0 + sin(t w) / sin(w) z1`` with
+    ``cos w = <z0, z1> / (|z0| |z1|)`` (``'slerp'``), for ``t`` in
+    ``linspace(0, 1, steps)``, then decoded.
+
     Args:
-      x0, x1: single images (event shape) or equal-size batches.
+      x0, x1: single images (event shape) or equal-size batches, pixel units.
       steps: number of points, endpoints included.
       method: ``'linear'`` or ``'slerp'`` (spherical, keeps the norm typical).
+      bijector_kwargs: conditioning of both endpoints (e.g. class labels of
+        shape = the batch shape); repeated for every step.
 
     Returns:
-      tensor ``[steps, *x0.shape]``.
+      tensor ``[steps, *x0.shape]``; its first and last entries reconstruct
+      ``x0`` and ``x1``.
     """
     steps = int(steps)
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}.")
     if method not in ("linear", "slerp"):
         raise ValueError(f"method must be 'linear' or 'slerp', got {method!r}.")
+    x0 = tf.convert_to_tensor(x0, dist.dtype)
+    x1 = tf.convert_to_tensor(x1, dist.dtype)
+    if x0.shape != x1.shape:
+        raise ValueError(f"x0 and x1 must have the same shape; got "
+                         f"{tuple(x0.shape)} and {tuple(x1.shape)}.")
     z0 = encode(dist, x0, bijector_kwargs).flat
     z1 = encode(dist, x1, bijector_kwargs).flat
+    latent_rank = len(_latent_shape(dist))
     t = tf.reshape(tf.linspace(tf.constant(0.0, dist.dtype), 1.0, steps),
                    [steps] + [1] * z0.shape.rank)
     if method == "linear":
         z = (1.0 - t) * z0[None] + t * z1[None]
     else:
-        axes = list(range(-len(_event_shape(dist)), 0))
+        axes = list(range(-latent_rank, 0))
         n0 = tf.sqrt(tf.reduce_sum(z0 ** 2, axes, keepdims=True))
         n1 = tf.sqrt(tf.reduce_sum(z1 ** 2, axes, keepdims=True))
         cos = tf.reduce_sum(z0 * z1, axes, keepdims=True) / (n0 * n1)
@@ -216,18 +253,29 @@ def interpolate(dist, x0, x1, steps=8, method="linear", bijector_kwargs=None):
         so = tf.sin(omega)
         z = (tf.sin((1.0 - t) * omega) / so * z0[None]
              + tf.sin(t * omega) / so * z1[None])
-    flat = tf.reshape(z, tf.concat([[-1], tf.shape(z0)[z0.shape.rank - len(
-        _event_shape(dist)):]], 0))
+    # [steps, batch..., latent event] -> [steps * batch, latent event]
+    flat = tf.reshape(z, tf.concat([[-1], tf.shape(z)[z.shape.rank - latent_rank:]], 0))
     out = decode(dist, flat, _repeat_kwargs(bijector_kwargs, steps))
-    return tf.reshape(out, tf.shape(z))
+    return tf.reshape(out, tf.concat([[steps], tf.shape(x0)], 0))
 
 
 def _repeat_kwargs(kwargs, steps):
+    """Tiles every non-scalar conditioning value ``steps`` times on axis 0
+    (step-major, matching the flattened ``[steps, batch]`` latents)."""
     if not kwargs:
         return kwargs
-    return tf.nest.map_structure(
-        lambda v: tf.tile(tf.convert_to_tensor(v), [steps]) if tf.is_tensor(
-            v) or isinstance(v, np.ndarray) else v, kwargs)
+    out = {}
+    for key, value in kwargs.items():
+        if isinstance(value, dict):
+            out[key] = _repeat_kwargs(value, steps)
+            continue
+        v = tf.convert_to_tensor(value)
+        if v.shape.rank == 0:
+            out[key] = v
+        else:
+            out[key] = tf.tile(v, tf.concat([[steps], tf.ones(
+                [tf.rank(v) - 1], tf.int32)], 0))
+    return out
 
 
 def initialize(dist_or_bijector, x, bijector_kwargs=None):

@@ -96,6 +96,13 @@ class LearnedPrior(FlowBijector):
             if labels.dtype.is_floating:
                 raise ValueError("labels must be integers, got "
                                  f"{labels.dtype.name}.")
+            known = tf.get_static_value(labels)  # eager or constant labels
+            if known is not None and np.size(known) and (
+                    np.min(known) < 0 or np.max(known) >= self._num_classes):
+                raise ValueError(
+                    f"LearnedPrior '{self.name}': labels must lie in "
+                    f"[0, {self._num_classes}); got min {np.min(known)}, "
+                    f"max {np.max(known)}.")
             h = h + tf.gather(self._vars["class_weights"], labels)
             h = tf.reshape(h, tf.concat([tf.shape(h)[:-1],
                                          tf.ones([ndims - 1], tf.int32),
