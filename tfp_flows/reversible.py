@@ -88,7 +88,7 @@ def _out_ndims(b, direction, ndims):
 
 
 # -- public entry points ------------------------------------------------------
-def inverse_and_log_det(chain, y, **kwargs):
+def inverse_and_log_det(chain, y, /, **kwargs):
     """``chain.inverse(y)`` and its log-det, with reversible gradients.
 
     Called by `FlowChain._inverse_and_log_det` when ``memory_efficient=True``.
@@ -108,7 +108,7 @@ def inverse_and_log_det(chain, y, **kwargs):
     return _reversible(chain, y, "inverse", kwargs)
 
 
-def forward_and_log_det(chain, x, **kwargs):
+def forward_and_log_det(chain, x, /, **kwargs):
     """``chain.forward(x)`` (latent -> data) and its log-det, with reversible
     gradients (e.g. for gradients through samples)."""
     if _nested():
