@@ -44,6 +44,7 @@ def test_mirrored_strategy_two_logical_cpus_agrees_with_one_device(tmp_path):
     assert res["predict_shape"] == [8] and res["predict_finite"]
     assert np.isfinite(res["evaluate_bits_per_dim"])
     assert np.all(np.isfinite(res["history_dequantized"]["loss"]))
+    assert "inside strategy.scope()" in res["outside_scope_error"]
 
 
 def _free_ports(n):

@@ -75,7 +75,17 @@ with mirrored.scope():
     ev = m_deq.evaluate(th.pixels(8), batch_size=GLOBAL_BATCH, verbose=0,
                         return_dict=True)
 
+# A flow built outside the scope is refused with a clear error.
+outside = th.tiny_glow()
+try:
+    with mirrored.scope():
+        FlowModel(outside)
+    outside_error = ""
+except ValueError as e:
+    outside_error = str(e)
+
 result = {
+    "outside_scope_error": outside_error,
     "num_replicas": mirrored.num_replicas_in_sync,
     "variable_types": sorted({type(v).__name__ for v in m_mir.distribution.variables}),
     "history_one": h_one, "history_mirrored": h_mir,
