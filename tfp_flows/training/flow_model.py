@@ -47,6 +47,7 @@ class _FreezeDataInit:
             b._data_init = False  # pylint: disable=protected-access
 
     def __exit__(self, *exc):
+        # `actnorms` only listed layers whose data init was on: restore them.
         for b in self._norms:
             b._data_init = True  # pylint: disable=protected-access
 
