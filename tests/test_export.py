@@ -276,6 +276,8 @@ def test_vector_flow_export_overwrite_and_duck_typing(tmp_path):
     bpd = loaded.signatures["bits_per_dim"](x=tf.constant(x))["bits_per_dim"].numpy()
     np.testing.assert_allclose(bpd, -expected / (3 * np.log(2.0)), rtol=1e-5)
     assert "decode_levels" not in loaded.signatures
+    config = json.loads(loaded.metadata()["config_json"].numpy().decode())
+    assert tfp_flows.models.from_config(config).event_shape == [3]
     s_loaded = loaded.signatures["sample"](
         num=tf.constant(5), temperature=tf.constant(1.0),
         seed=tf.constant(7, tf.int64))["samples"].numpy()

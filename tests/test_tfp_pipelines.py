@@ -8,7 +8,7 @@ models (as a TFP user would write them):
 
 A small `vector_flow` and a full-rank Gaussian (an affine bijector on the same
 base) are fitted by `tfp.vi.fit_surrogate_posterior` once per module; the
-tests then use the fitted flows in VI, NeuTra HMC
+tests then use the fitted flows in VI, NeuTra NUTS
 (`tfp.mcmc.TransformedTransitionKernel`), joint distributions, `tfd.Sample`,
 `tfd.Independent`, batch shapes, `tfb.Invert` and nested `tfb.Chain`s, and
 check that the flow fits better than the Gaussian each time. Because both
@@ -17,6 +17,7 @@ targets are normalised, the negative ELBO is ``KL(q || p) >= 0``.
 Full-size figures: ``benchmarks/tfp_pipelines.py``.
 """
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -81,10 +82,13 @@ def gaussian_surrogate(dim=2):
 
 def flow_surrogate(name):
     # Neal's funnel needs scales over orders of magnitude (e^{v/2}, v in
-    # [-9, 9]): unbounded coupling scales; the banana only needs shifts.
-    scale_fn = "exp" if name == "funnel" else "exp_tanh"
+    # [-9, 9]): exponential coupling scales, soft-clamped to e^{+-3} per layer
+    # so that an early large step cannot overflow; the banana needs shifts.
+    if name == "funnel":
+        return tfp_flows.models.vector_flow(2, num_couplings=4, hidden_units=32,
+                                            scale_fn="exp", max_log_scale=3.0)
     return tfp_flows.models.vector_flow(2, num_couplings=4, hidden_units=32,
-                                        num_hidden_layers=2, scale_fn=scale_fn)
+                                        scale_fn="exp_tanh")
 
 
 def fit(target_log_prob, q, seed, steps=STEPS):
@@ -104,7 +108,7 @@ def fitted():
     out = {}
     for i, name in enumerate(("banana", "funnel")):
         target = vector_target(name)
-        tf.random.set_seed(i)
+        keras.utils.set_random_seed(i)  # the MLPs' initial weights
         flow, gauss = flow_surrogate(name), gaussian_surrogate()
         out[name] = dict(
             target=target, flow=flow, gauss=gauss,
@@ -125,7 +129,8 @@ def test_vi_flow_surrogate_beats_full_rank_gaussian(fitted, name):
           f"{f['gauss_trace'][-50:].mean():.4f}")
     # KL >= 0 up to Monte Carlo error (~0.01 with 4096 samples)
     assert flow_loss > -0.05
-    # measured: banana 0.16-0.20 vs 0.61, funnel 0.02-0.06 vs 0.85
+    # measured over 5 initialisation seeds: banana 0.09-0.25 vs 0.61,
+    # funnel 0.005-0.22 vs 0.82
     assert flow_loss < 0.5 * gauss_loss
     assert f["flow_trace"][-50:].mean() < f["gauss_trace"][-50:].mean()
     assert np.all(np.isfinite(f["flow_trace"]))
@@ -134,42 +139,50 @@ def test_vi_flow_surrogate_beats_full_rank_gaussian(fitted, name):
                for v in f["flow"].trainable_variables if "kernel" in v.name)
 
 
-def _run_hmc(target, bijector, num_results=300, chains=8, leapfrog=4):
-    hmc = tfp.mcmc.HamiltonianMonteCarlo(target.log_prob, step_size=0.3,
-                                         num_leapfrog_steps=leapfrog)
-    kernel = (hmc if bijector is None
-              else tfp.mcmc.TransformedTransitionKernel(hmc, bijector))
+def _run_nuts(target, bijector, num_results=200, chains=8):
+    """NUTS (plain, or NeuTra through `bijector`); ESS per gradient evaluation.
+
+    NUTS rather than fixed-length HMC: in NeuTra's nearly Gaussian space a
+    fixed trajectory length can hit the Gaussian's period and stall.
+    """
+    nuts = tfp.mcmc.NoUTurnSampler(target.log_prob, step_size=0.3,
+                                   max_tree_depth=6)
+    kernel = (nuts if bijector is None
+              else tfp.mcmc.TransformedTransitionKernel(nuts, bijector))
     kernel = tfp.mcmc.DualAveragingStepSizeAdaptation(
         kernel, num_adaptation_steps=int(0.8 * num_results))
     init = tf.zeros([chains, 2])
     if bijector is not None:
         init = bijector.forward(init)
 
+    def leapfrogs(_, results):
+        inner = results.inner_results
+        return (inner if bijector is None else inner.inner_results).leapfrogs_taken
+
     @tf.function(autograph=False)
     def run():
         return tfp.mcmc.sample_chain(num_results, init, kernel=kernel,
                                      num_burnin_steps=num_results,
-                                     trace_fn=None, seed=(7, 8))
-    samples = run()
+                                     trace_fn=leapfrogs, seed=(7, 8))
+    samples, steps = run()
     ess = tfp.mcmc.effective_sample_size(samples, cross_chain_dims=1).numpy()
-    gradients = num_results * chains * leapfrog
-    return samples.numpy(), ess, ess / gradients
+    return samples.numpy(), ess, ess / float(tf.reduce_sum(steps))
 
 
-def test_neutra_beats_plain_hmc_on_the_funnel(fitted):
+def test_neutra_beats_plain_nuts_on_the_funnel(fitted):
     f = fitted["funnel"]
-    _, ess_hmc, per_grad_hmc = _run_hmc(f["target"], None)
-    samples, ess_nt, per_grad_nt = _run_hmc(f["target"], f["flow"].bijector)
+    _, ess_plain, per_grad_plain = _run_nuts(f["target"], None)
+    samples, ess_nt, per_grad_nt = _run_nuts(f["target"], f["flow"].bijector)
     print(f"\nfunnel ESS(v) per gradient: NeuTra {per_grad_nt[0]:.4f} "
-          f"(ESS {ess_nt[0]:.0f}), HMC {per_grad_hmc[0]:.4f} "
-          f"(ESS {ess_hmc[0]:.0f})")
-    # measured ~30x; demand 3x
-    assert per_grad_nt[0] > 3 * per_grad_hmc[0]
-    assert per_grad_nt[1] > per_grad_hmc[1]
+          f"(ESS {ess_nt[0]:.0f}), NUTS {per_grad_plain[0]:.4f} "
+          f"(ESS {ess_plain[0]:.0f})")
+    # measured ~50x; demand 5x
+    assert per_grad_nt[0] > 5 * per_grad_plain[0]
+    assert per_grad_nt[1] > per_grad_plain[1]
     rhat = tfp.mcmc.potential_scale_reduction(samples).numpy()
     assert np.all(rhat < 1.1)
-    # Var(v) = 9; 2400 draws with ESS > 1000 give a standard error < 0.5
-    assert 7.0 < samples[..., 0].var() < 11.0
+    # Var(v) = 9; 1600 draws with ESS > 500 give a standard error < 0.6
+    assert 6.5 < samples[..., 0].var() < 11.5
 
 
 def test_joint_distribution_surrogate_and_flow_prior(fitted):

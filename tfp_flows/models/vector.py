@@ -8,6 +8,7 @@ alternating vector masks (Dinh et al., 2016) and MLP coupling networks, then a
 learned elementwise affine map (location and scale) on the data side.
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -15,11 +16,44 @@ from tfp_flows import masks, networks, priors
 from tfp_flows.bijectors import ActNorm, AffineCoupling
 from tfp_flows.models import _common
 
-__all__ = ["vector_flow"]
+__all__ = ["vector_flow", "ClampedMLP"]
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class ClampedMLP(networks.MLP):
+    """An affine-coupling MLP whose raw scale output is soft-clamped.
+
+    The output is ``(shift, c * tanh(raw / c))`` with ``c = max_log_scale``:
+    with ``scale_fn='exp'`` each coupling scales by at most ``e^c``. This keeps
+    the wide range of the unbounded scale (needed e.g. for Neal's funnel)
+    while one large optimisation step cannot overflow ``exp`` (a NaN in VI).
+    At zero raw output it is the identity, like the plain MLP.
+    """
+
+    def __init__(self, out_units, hidden_units=256, num_hidden_layers=2,
+                 max_log_scale=3.0, **kwargs):
+        super().__init__(out_units, hidden_units, num_hidden_layers, **kwargs)
+        if out_units % 2:
+            raise ValueError(f"out_units must be even (shift and scale), got "
+                             f"{out_units}.")
+        self.max_log_scale = float(max_log_scale)
+        if self.max_log_scale <= 0:
+            raise ValueError(f"max_log_scale must be positive, got "
+                             f"{max_log_scale}.")
+
+    def call(self, x):
+        shift, raw = tf.split(super().call(x), 2, axis=-1)
+        c = tf.cast(self.max_log_scale, raw.dtype)
+        return tf.concat([shift, c * tf.tanh(raw / c)], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "max_log_scale": self.max_log_scale}
 
 
 def vector_flow(event_shape, num_couplings=4, hidden_units=64,
-                num_hidden_layers=2, *, scale_fn="exp_tanh", affine=True,
+                num_hidden_layers=2, *, scale_fn="exp_tanh",
+                mask_pattern="alternate", seed=None, max_log_scale=None,
+                affine=True,
                 num_classes=None, dtype=tf.float32, name="vector_flow"):
     """Builds a flow over vectors ``[D]`` with a standard normal base.
 
@@ -28,8 +62,12 @@ def vector_flow(event_shape, num_couplings=4, hidden_units=64,
         x -> (x - loc) / scale -> coupling_0 -> ... -> coupling_{K-1}
           [-> class-conditional prior]  -> z ~ N(0, I_D)
 
-    Coupling ``k`` conditions on the entries of parity ``k % 2`` (a
-    checkerboard over the vector) and transforms the others with
+    With ``mask_pattern='alternate'``, coupling ``k`` conditions on the entries
+    of parity ``k % 2`` (a checkerboard over the vector); with ``'random'``,
+    couplings come in pairs conditioning on a random half and then on its
+    complement, so that across pairs every entry is transformed given
+    different others (alternating parities always split the same two sets,
+    which matters for D > 2). The transformed entries get
     ``y = x * s(h) + t(h)``, ``(t, h) = MLP(conditioning part)``. The MLPs end
     in a zero layer, and the affine map starts at ``loc = 0, scale = 1``, so a
     fresh flow is the identity: it starts as the standard normal.
@@ -42,6 +80,13 @@ def vector_flow(event_shape, num_couplings=4, hidden_units=64,
       scale_fn: ``'exp_tanh'`` (bounded per layer), ``'sigmoid'`` or ``'exp'``
         (unbounded, needed for scales that vary over orders of magnitude, e.g.
         Neal's funnel); see `AffineCoupling`.
+      mask_pattern: ``'alternate'`` or ``'random'`` (see above).
+      seed: seed of the random masks.
+      max_log_scale: if set, the raw scale is soft-clamped to
+        ``(-max_log_scale, max_log_scale)`` before ``scale_fn``
+        (:class:`ClampedMLP`); with ``scale_fn='exp'`` this bounds each
+        coupling's log-scale, which keeps VI on heavy-tailed targets from
+        overflowing.
       affine: add the learned elementwise location/scale on the data side (an
         `ActNorm` without data-dependent initialisation).
       num_classes: if set, a class-conditional Gaussian prior
@@ -74,18 +119,26 @@ def vector_flow(event_shape, num_couplings=4, hidden_units=64,
     if int(hidden_units) < 1 or int(num_hidden_layers) < 0:
         raise ValueError(f"hidden_units must be >= 1 and num_hidden_layers "
                          f">= 0; got {hidden_units} and {num_hidden_layers}.")
+    if mask_pattern not in ("alternate", "random"):
+        raise ValueError(f"mask_pattern must be 'alternate' or 'random', got "
+                         f"{mask_pattern!r}.")
     dtype = tf.as_dtype(dtype)
     policy = networks.policy_for(dtype)
+    layer_masks = _masks(dim, num_couplings, mask_pattern, seed)
     bijectors = []
     if affine:
         bijectors.append(ActNorm(dim, event_ndims=1, data_init=False,
                                  dtype=dtype, name="affine"))
-    for k in range(num_couplings):
-        mask = masks.checkerboard([dim], parity=k % 2)
+    for k, mask in enumerate(layer_masks):
         n_trans = int((mask == 0).sum())
-        net = networks.MLP(2 * n_trans, int(hidden_units),
-                           int(num_hidden_layers), dtype=policy,
-                           name=f"coupling{k}_net")
+        if max_log_scale is None:
+            net = networks.MLP(2 * n_trans, int(hidden_units),
+                               int(num_hidden_layers), dtype=policy,
+                               name=f"coupling{k}_net")
+        else:
+            net = ClampedMLP(2 * n_trans, int(hidden_units),
+                             int(num_hidden_layers), max_log_scale=max_log_scale,
+                             dtype=policy, name=f"coupling{k}_net")
         bijectors.append(AffineCoupling(mask, net, scale_fn=scale_fn,
                                         dtype=dtype, name=f"coupling{k}"))
     if num_classes is not None:
@@ -95,10 +148,26 @@ def vector_flow(event_shape, num_couplings=4, hidden_units=64,
     config = dict(model="vector_flow", event_shape=[dim],
                   num_couplings=num_couplings, hidden_units=int(hidden_units),
                   num_hidden_layers=int(num_hidden_layers), scale_fn=scale_fn,
-                  affine=bool(affine), num_classes=num_classes,
+                  mask_pattern=mask_pattern, seed=seed,
+                  max_log_scale=max_log_scale, affine=bool(affine),
+                  num_classes=num_classes,
                   dtype=dtype.name, name=name)
     metadata = {"model": "vector_flow", "config": config, "num_bins": None,
                 "image_shape": shape, "levels": [], "num_classes": num_classes}
     return _common.make_flow(
         bijectors, base=_common.base_distribution("gaussian", shape, dtype),
         data_shape=shape, name=name, metadata=metadata)
+
+
+def _masks(dim, num_couplings, kind, seed):
+    """One 0/1 vector mask per coupling (1 = conditioning)."""
+    if kind == "alternate":
+        return [masks.checkerboard([dim], parity=k % 2)
+                for k in range(num_couplings)]
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < num_couplings:
+        mask = np.zeros(dim, np.float32)
+        mask[rng.permutation(dim)[:(dim + 1) // 2]] = 1.0
+        out += [mask, 1.0 - mask]
+    return out[:num_couplings]
