@@ -7,7 +7,9 @@ checkpointing and the other ways to train (a `tf.GradientTape` loop, and
 
 from tfp_flows.training.callbacks import LinearWarmup, SampleGrid, TensorBoardSamples, image_grid
 from tfp_flows.training.flow_model import FlowModel
+from tfp_flows.training.guards import NaNGuard, TrainingDivergedError
 from tfp_flows.training.init import initialize_from_batch
 
 __all__ = ["FlowModel", "SampleGrid", "TensorBoardSamples", "LinearWarmup",
-           "image_grid", "initialize_from_batch"]
+           "image_grid", "initialize_from_batch", "NaNGuard",
+           "TrainingDivergedError"]

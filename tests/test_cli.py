@@ -1,0 +1,161 @@
+"""The ``tfp-flows`` command: train writes a complete run folder; sample,
+evaluate, export and interpolate use it; bad arguments give one line.
+
+One tiny run (Glow 2 levels x 1 step x 8 hidden channels, one epoch) is
+trained in-process per module; the other commands read it.
+"""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tfp_flows import cli, data, runs
+
+TINY = ["--epochs", "1", "--batch-size", "32", "--verbose", "0",
+        "--learning-rate", "0.005", "--warmup-steps", "5",
+        "--model-arg", "num_steps=1", "--model-arg", "hidden_channels=8"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("cli") / "run")
+    assert cli.main(["train", "--out", out] + TINY) == 0
+    return out
+
+
+def _one_line_error(capsys, argv, code, match):
+    """Runs the command, expects exit `code` and a one-line stderr."""
+    try:
+        rc = cli.main(argv)
+    except SystemExit as e:  # argparse errors
+        rc = e.code
+    err = capsys.readouterr().err.strip()
+    assert rc == code, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert match in err, err
+    return err
+
+
+def test_train_writes_the_run_folder(run_dir):
+    for name in (runs.CONFIG, runs.METRICS, runs.SAMPLES, runs.CURVE,
+                 os.path.join(runs.SAVED_MODEL, "saved_model.pb"),
+                 os.path.join(runs.CHECKPOINTS, "epoch-0001.weights.h5"),
+                 os.path.join(runs.CHECKPOINTS, "epoch-0001.json")):
+        assert os.path.exists(os.path.join(run_dir, name)), name
+    metrics = runs.read_json(os.path.join(run_dir, runs.METRICS))
+    # One epoch of a tiny model beats the uniform model, log2(17) = 4.09 bits.
+    assert 1.0 < metrics["test_bits_per_dim"] < np.log2(17)
+    assert metrics["epochs"] == 1 and metrics["optimizer_steps"] == 1438 // 32
+    config = runs.read_json(os.path.join(run_dir, runs.CONFIG))
+    assert config["model"] == "glow" and config["dataset"] == "digits"
+    assert config["model_config"]["num_steps"] == 1
+    with Image.open(os.path.join(run_dir, runs.SAMPLES)) as im:
+        # 8 x 8 digits of 8 x 8 with 1-pixel gaps: 73 pixels, upscaled x4
+        assert im.size == (292, 292)
+
+
+def test_train_on_a_finished_run_changes_nothing(run_dir, capsys):
+    def state():
+        files = {}
+        for root, _, names in os.walk(run_dir):
+            for n in names:
+                p = os.path.join(root, n)
+                files[p] = (os.path.getsize(p), os.stat(p).st_mtime_ns)
+        return files
+
+    before = state()
+    assert cli.main(["train", "--out", run_dir, "--verbose", "0"]) == 0
+    assert f"{run_dir} is complete after epoch 1 " in capsys.readouterr().out
+    assert state() == before
+
+
+def test_train_with_other_settings_is_refused(run_dir, capsys):
+    _one_line_error(capsys, ["train", "--out", run_dir, "--model", "nice"], 1,
+                    "created with different settings: model='glow' (asked 'nice')")
+
+
+def test_sample_writes_a_grid(run_dir, tmp_path, capsys):
+    out = str(tmp_path / "s.png")
+    assert cli.main(["sample", run_dir, "--num", "16", "--temperature", "0.5",
+                     "--out", out]) == 0
+    assert "wrote 16 samples at temperature 0.5" in capsys.readouterr().out
+    with Image.open(out) as im:
+        pixels = np.asarray(im)
+    assert pixels.shape == (259, 259)  # 4 x 4 images + gaps = 37, upscaled x7
+    assert pixels.max() > 0
+
+
+def test_evaluate_prints_bits_per_dim(run_dir, capsys):
+    assert cli.main(["evaluate", run_dir, "--draws", "2"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    value = float(line.split()[0])
+    stored = runs.read_json(os.path.join(run_dir, runs.METRICS))["test_bits_per_dim"]
+    # Other noise draws: the mean over 359 x 64 dims moves by ~1e-3 bits.
+    assert abs(value - stored) < 0.01, line
+    assert "bits/dim on digits 'test'" in line
+
+
+def test_evaluate_on_a_dataset_of_another_shape_is_refused(run_dir, capsys):
+    _one_line_error(capsys, ["evaluate", run_dir, "--dataset", "mnist"], 1,
+                    "takes 8x8x1 images with 17 levels; mnist gives 28x28x1")
+
+
+def test_export_never_overwrites(run_dir, tmp_path, capsys):
+    target = tmp_path / "exported"
+    target.mkdir()
+    (target / "keep.txt").write_text("precious")
+    _one_line_error(capsys, ["export", run_dir, str(target)], 1,
+                    "already exists; pass --overwrite")
+    assert os.listdir(target) == ["keep.txt"]
+    fresh = str(tmp_path / "fresh")
+    assert cli.main(["export", run_dir, fresh]) == 0
+    assert os.path.exists(os.path.join(fresh, "saved_model.pb"))
+
+
+def test_interpolate_strip_starts_and_ends_at_the_images(run_dir, tmp_path):
+    out = str(tmp_path / "interp.png")
+    assert cli.main(["interpolate", run_dir, "--pairs", "2", "--steps", "5",
+                     "--seed", "3", "--out", out]) == 0
+    with Image.open(out) as im:
+        strip = np.asarray(im)
+    scale = 6  # 2 x 5 images of 8 x 8 with 1-pixel gaps: 19 x 46, upscaled x6
+    assert strip.shape == (19 * scale, 46 * scale)
+    strip = strip[::scale, ::scale].astype(int)
+    tile = lambda r, c: strip[1 + 9 * r:9 + 9 * r, 1 + 9 * c:9 + 9 * c]  # noqa: E731
+    images = data.digits.arrays("test")[0][..., 0].astype(int)
+    pick = np.random.default_rng(3).choice(len(images), 4, replace=False)
+    to_png = lambda x: np.round(x * 255 / 16)  # noqa: E731
+    for row in range(2):
+        first, last = tile(row, 0), tile(row, 4)
+        # encode/decode round trip of bin centres, floored back to the bin
+        np.testing.assert_array_equal(first, to_png(images[pick[row]]))
+        np.testing.assert_array_equal(last, to_png(images[pick[2 + row]]))
+
+
+@pytest.mark.parametrize("argv, match", [
+    ([], "a command is required"),
+    (["train", "--epochs", "0"], "argument --epochs: expected a positive integer"),
+    (["train", "--model", "flowpp"], "argument --model: invalid choice: 'flowpp'"),
+    (["train", "--learning-rate", "nan"], "expected a number > 0"),
+    (["train", "--model-arg", "depth"], "expected KEY=VALUE"),
+    (["sample"], "the following arguments are required: dir"),
+    (["sample", "x", "--temperature", "-1"], "expected a number >= 0"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(capsys, argv, match):
+    _one_line_error(capsys, argv, 2, match)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["sample", "/nonexistent/run"], "is not a tfp-flows run folder"),
+    (["train", "--dataset", "imagenet1k"], "unknown dataset 'imagenet1k'"),
+    (["train", "--dataset", "two_moons"], "2-D toy data"),
+    (["train", "--model-arg", "depth=3"], "glow has no argument depth"),
+    (["train", "--model-arg", "num_levels=4"], "image size 8x8 is not divisible by 16"),
+])
+def test_bad_settings_give_one_line_and_exit_1(capsys, tmp_path, argv, match):
+    if argv[0] == "train":
+        argv = argv + ["--out", str(tmp_path / "r")]
+    _one_line_error(capsys, argv, 1, match)
+    assert not os.path.exists(tmp_path / "r")  # nothing created

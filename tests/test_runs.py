@@ -1,0 +1,223 @@
+"""Faults of a run folder (issue 8): SIGKILL mid-epoch then resume, truncated
+and corrupted checkpoints, a NaN during training, settings mismatches.
+
+Models are tiny (Glow 2 levels x 1 step x 8 hidden channels, ~1.9k
+parameters) so that a real subprocess trains a few epochs in seconds.
+"""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfp_flows import data, recipes, runs
+from tfp_flows.training.guards import NaNGuard, TrainingDivergedError, all_finite
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_ARGS = ["--model-arg", "num_steps=1", "--model-arg", "hidden_channels=8"]
+TINY = {"model_args": {"num_steps": 1, "hidden_channels": 8}, "batch_size": 32}
+# Hard limits for the subprocess test: importing TensorFlow alone takes
+# ~15 s on a loaded 2-core machine.
+START_TIMEOUT_S = 180
+RUN_TIMEOUT_S = 300
+
+
+def _sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _new_run(path, epochs=2, steps_per_epoch=3):
+    """A run folder with `epochs` real checkpoints, trained in-process."""
+    folder = runs.RunFolder(path, log=lambda msg: None)
+    config = recipes.new_config(dict(TINY, epochs=epochs))
+    folder.write_config(config)
+    model = recipes.build_model(config)
+    train = recipes.datasets(config).take(steps_per_epoch)
+    writer = runs.CheckpointWriter(folder)
+    model.fit(train, epochs=epochs, verbose=0, shuffle=False, callbacks=[writer])
+    return folder, config, model
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory):
+    return _new_run(str(tmp_path_factory.mktemp("run") / "r"))
+
+
+def _copy_run(src, dst):
+    shutil.copytree(src.path, dst)
+    messages = []
+    return runs.RunFolder(dst, log=messages.append), messages
+
+
+def test_checkpoint_restores_weights_flags_and_optimizer(two_epoch_run):
+    folder, config, model = two_epoch_run
+    checkpoint = folder.latest_checkpoint()
+    assert checkpoint.epoch == 2
+    assert [h["epoch"] for h in checkpoint.history] == [1, 2]
+    fresh = recipes.build_model(config)
+    folder.restore(fresh, checkpoint)
+    for a, b in zip(model.variables + model.optimizer.variables,
+                    fresh.variables + fresh.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    assert int(fresh.optimizer.iterations.numpy()) == 6  # 2 epochs x 3 steps
+
+
+def test_truncated_checkpoint_falls_back_to_previous_with_message(two_epoch_run, tmp_path):
+    folder, messages = _copy_run(two_epoch_run[0], str(tmp_path / "r"))
+    path = os.path.join(folder.checkpoint_dir, "epoch-0002.weights.h5")
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+    checkpoint = folder.latest_checkpoint()
+    assert checkpoint.epoch == 1
+    assert any(path in m and "truncated" in m for m in messages), messages
+
+
+def test_corrupted_bytes_detected_by_checksum(two_epoch_run, tmp_path):
+    folder, messages = _copy_run(two_epoch_run[0], str(tmp_path / "r"))
+    path = os.path.join(folder.checkpoint_dir, "epoch-0002.weights.h5")
+    with open(path, "r+b") as f:  # same size, a few bytes flipped
+        f.seek(os.path.getsize(path) // 2)
+        f.write(b"\x00\xff\x00\xff")
+    assert folder.latest_checkpoint(quarantine=True).epoch == 1
+    assert any(path in m and "SHA-256" in m for m in messages), messages
+    # quarantined: the resumed run can write epoch 2 again
+    assert os.path.exists(path + ".corrupt") and not os.path.exists(path)
+
+
+def test_no_intact_checkpoint_stops_naming_the_files(two_epoch_run, tmp_path):
+    folder, _ = _copy_run(two_epoch_run[0], str(tmp_path / "r"))
+    for epoch in (1, 2):
+        with open(os.path.join(folder.checkpoint_dir,
+                               f"epoch-{epoch:04d}.weights.h5"), "r+b") as f:
+            f.truncate(100)
+    os.remove(os.path.join(folder.checkpoint_dir, "epoch-0001.weights.h5"))
+    with pytest.raises(runs.CheckpointError) as e:
+        folder.latest_checkpoint()
+    assert "epoch-0002.weights.h5 is truncated" in str(e.value)
+    assert "epoch-0001.weights.h5 is missing" in str(e.value)
+    # the CLI refuses too, without touching anything
+    with pytest.raises(runs.CheckpointError):
+        recipes.train(folder.path, {}, log=lambda m: None)
+
+
+def test_unreadable_manifest_and_orphan_weights_are_skipped(two_epoch_run, tmp_path):
+    folder, messages = _copy_run(two_epoch_run[0], str(tmp_path / "r"))
+    manifest = os.path.join(folder.checkpoint_dir, "epoch-0002.json")
+    with open(manifest, "w") as f:
+        f.write('{"epoch": 2, "sha2')  # cut short
+    # a kill between writing weights and manifest leaves weights alone
+    with open(os.path.join(folder.checkpoint_dir, "epoch-0003.weights.h5"), "wb") as f:
+        f.write(b"partial")
+    assert folder.latest_checkpoint().epoch == 1
+    assert any("epoch-0002.json is unreadable" in m for m in messages), messages
+
+
+def test_nan_stops_training_and_keeps_last_good_checkpoint(two_epoch_run, tmp_path):
+    folder, _ = _copy_run(two_epoch_run[0], str(tmp_path / "r"))
+    before = {n: _sha(os.path.join(folder.checkpoint_dir, n))
+              for n in os.listdir(folder.checkpoint_dir)}
+    images = data.digits.arrays("train")[0][:96].astype(np.float32)
+    images[40, 3, 3, 0] = np.nan  # the second batch of 32 is poisoned
+    poisoned = tf.data.Dataset.from_tensor_slices(images).batch(32)
+    with pytest.raises(TrainingDivergedError) as e:
+        recipes.train(folder.path, {"epochs": 4}, train_data=poisoned,
+                      log=lambda m: None)
+    message = str(e.value)
+    assert "loss became nan at epoch 3, batch 2" in message
+    assert "epoch-0002.weights.h5 (epoch 2), is intact" in message
+    after = {n: _sha(os.path.join(folder.checkpoint_dir, n))
+             for n in os.listdir(folder.checkpoint_dir)}
+    assert after == before  # nothing written, nothing touched
+    _, _, model, checkpoint = recipes.open_run(folder.path)
+    assert checkpoint.epoch == 2 and all_finite(model)
+
+
+def test_guard_catches_non_finite_weights_with_finite_loss(two_epoch_run):
+    _, config, _ = two_epoch_run
+    model = recipes.build_model(config)
+    guard = NaNGuard()
+    guard.set_model(model)
+    guard.on_train_begin()
+    model.variables[0].assign(np.full(model.variables[0].shape, np.inf))
+    guard.on_epoch_end(0, {"loss": 1.0})
+    assert guard.failure.what == "weights" and model.stop_training
+
+
+def test_resume_with_other_settings_is_refused(two_epoch_run):
+    folder = two_epoch_run[0]
+    with pytest.raises(runs.RunError, match=r"model='glow' \(asked 'nice'\)"):
+        recipes.train(folder.path, {"model": "nice"})
+    with pytest.raises(runs.RunError, match=r"model_args.hidden_channels=8 \(asked 16\)"):
+        recipes.train(folder.path, {"model_args": {"hidden_channels": 16}})
+    with pytest.raises(runs.RunError, match="already trained 2 epochs"):
+        recipes.train(folder.path, {"epochs": 1}, log=lambda m: None)
+
+
+def test_existing_folder_that_is_not_a_run_is_never_overwritten(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(runs.RunError, match="not a tfp-flows run folder"):
+        recipes.train(str(tmp_path), TINY)
+    assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def _cli(out, epochs):
+    # The installed console script (setup.cfg: tfp-flows = tfp_flows.cli:main).
+    script = os.path.join(os.path.dirname(sys.executable), "tfp-flows")
+    return [script, "train", "--out", out,
+            "--epochs", str(epochs), "--batch-size", "8", "--verbose", "2"] + TINY_ARGS
+
+
+def _env():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_sigkill_mid_epoch_then_same_command_resumes_and_finishes(tmp_path):
+    out = str(tmp_path / "run")
+    first_manifest = os.path.join(out, "checkpoints", "epoch-0001.json")
+    proc = subprocess.Popen(_cli(out, 2), cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not os.path.exists(first_manifest):
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within the timeout"
+            time.sleep(0.05)
+        # Epoch 2 takes ~2-4 s (179 steps of batch 8): kill inside it.
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert not os.path.exists(os.path.join(out, "checkpoints", "epoch-0002.json")), \
+        "the kill came after epoch 2 finished; the test did not kill mid-epoch"
+    assert not os.path.exists(os.path.join(out, runs.METRICS))
+
+    done = subprocess.run(_cli(out, 2), cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming glow on digits" in done.stdout and "epochs 2..2" in done.stdout
+    for name in (runs.CONFIG, runs.METRICS, runs.SAMPLES, runs.CURVE,
+                 os.path.join(runs.SAVED_MODEL, "saved_model.pb")):
+        assert os.path.exists(os.path.join(out, name)), name
+    metrics = runs.read_json(os.path.join(out, runs.METRICS))
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["optimizer_steps"] == 2 * (1438 // 8)
+    # The final checkpoint loads and gives finite densities.
+    _, config, model, checkpoint = recipes.open_run(out)
+    assert checkpoint.epoch == 2
+    x = data.digits.arrays("test")[0][:16].astype(np.float32) + 0.5
+    assert np.all(np.isfinite(model.distribution.log_prob(x).numpy()))

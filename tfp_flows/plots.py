@@ -1,0 +1,96 @@
+"""PNG outputs of a run: sample grids, interpolation strips, training curves.
+
+Drawing uses matplotlib's Agg canvas directly (no global backend switch, no
+display needed) and Pillow for image grids.
+"""
+
+import os
+
+import numpy as np
+
+from tfp_flows.training.callbacks import image_grid
+
+__all__ = ["save_image_grid", "save_training_curve"]
+
+# Intensity of the lines between grid cells, as a fraction of white.
+_GAP_LEVEL = 0.35
+
+
+def _upscale(grid, min_size):
+    """Nearest-neighbour upscaling by an integer factor so that the longer
+    side reaches at least ``min_size`` pixels (tiny 8x8 digits stay sharp)."""
+    factor = max(1, int(np.ceil(min_size / max(grid.shape[:2]))))
+    return np.repeat(np.repeat(grid, factor, axis=0), factor, axis=1)
+
+
+def save_image_grid(images, num_bins, path, num_cols=None, min_size=256,
+                    gap=True):
+    """Saves images in pixel units as one PNG grid.
+
+    Args:
+      images: ``[N, H, W, C]`` (C in {1, 3}), values in ``[0, num_bins)``
+        (continuous samples are floored to their bin).
+      num_bins: the model's number of intensity levels.
+      path: output ``.png`` file (its folder is created).
+      num_cols: images per row (default ``ceil(sqrt(N))``).
+      min_size: upscale (nearest neighbour) until the longer side has at
+        least this many pixels.
+      gap: separate the images by a one-pixel grey line (before upscaling):
+        image ``i`` then starts at ``1 + i * (H + 1)``.
+
+    Returns:
+      The uint8 array that was written, ``[rows, cols, C]``.
+    """
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+
+    images = np.asarray(images, dtype=np.float64)
+    grey = _GAP_LEVEL * (float(num_bins) - 1)
+    if gap:  # a line above and left of every image, then below and right
+        images = np.pad(images, ((0, 0), (1, 0), (1, 0), (0, 0)),
+                        constant_values=grey)
+    grid = image_grid(images, num_bins, num_cols)
+    if gap:
+        grid = np.pad(grid, ((0, 1), (0, 1), (0, 0)), constant_values=grid[0, 0, 0])
+    grid = _upscale(grid, min_size)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+    return grid
+
+
+def save_training_curve(history, path, title=""):
+    """Plots bits/dim per epoch (train and test) into a PNG.
+
+    Args:
+      history: list of dicts with ``epoch``, ``train_bits_per_dim`` and
+        ``test_bits_per_dim`` (either may be None).
+      path: output ``.png`` file.
+      title: plot title.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
+    from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for key, label in (("train_bits_per_dim", "train"),
+                       ("test_bits_per_dim", "test")):
+        points = [(h["epoch"], h[key]) for h in history
+                  if h.get(key) is not None and np.isfinite(h[key])]
+        if points:
+            x, y = zip(*points)
+            ax.plot(x, y, marker="." if len(points) < 30 else None, label=label)
+    if history:
+        last = history[-1].get("test_bits_per_dim")
+        if last is not None:
+            ax.axhline(last, color="grey", linewidth=0.5, linestyle=":")
+            ax.annotate(f"test {last:.3f}", (history[-1]["epoch"], last),
+                        textcoords="offset points", xytext=(-60, 8))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("bits/dim (dequantised)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)

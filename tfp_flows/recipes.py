@@ -1,0 +1,317 @@
+"""Training recipes: the settings of ``tfp-flows train`` and the code that runs
+them into a run folder (:mod:`tfp_flows.runs`).
+
+The default recipe is Glow on the scikit-learn digits, sized as in the digits
+density protocol (``shared/BENCHMARKS.md``): 2 levels x 8 steps x 128 hidden
+channels, batch 64, Adam with learning rate 1e-3 after a linear warmup
+(Kingma & Dhariwal, 2018), 40 epochs of 22 steps (880 steps; the test
+bits/dim stops improving around there while the train bits/dim keeps
+falling, see the run's training_curve.png). Other
+datasets get a small CPU-friendly model by default; every builder argument
+can be overridden (``model_args``).
+
+Objective: the dequantised negative log-likelihood in bits/dim
+``-log p(x + u) / (D log 2)``, ``u ~ U[0, 1)^D`` (:class:`FlowModel`).
+"""
+
+import inspect
+import os
+import time
+
+import keras
+import numpy as np
+
+import tfp_flows
+from tfp_flows import data, models, plots, runs
+from tfp_flows.training import FlowModel, LinearWarmup
+from tfp_flows.training.guards import NaNGuard, TrainingDivergedError
+
+__all__ = ["DEFAULTS", "MODELS", "model_args_for", "new_config", "build_model",
+           "datasets", "train", "open_run", "evaluate_bits_per_dim", "finalize"]
+
+MODELS = ("glow", "real_nvp", "nice")
+
+DEFAULTS = dict(model="glow", dataset="digits", n_bits=8, image_size=None,
+                batch_size=64, learning_rate=1e-3, warmup_steps=100, seed=0,
+                temperature=0.7, eval_draws=3, keep_checkpoints=3)
+
+# Epochs of the default recipe on digits (40 x 22 steps of batch 64); other
+# datasets default to 10 epochs.
+_EPOCHS = {"digits": 40}
+
+# Model sizes for the 8x8 digits (the protocol's Glow; RealNVP and NICE sized
+# as in benchmarks/digits_density.py).
+_DIGITS_ARGS = {
+    "glow": dict(num_levels=2, num_steps=8, hidden_channels=128),
+    "real_nvp": dict(num_scales=2, hidden_channels=64, num_blocks=2),
+    "nice": dict(num_couplings=4, hidden_units=256, num_hidden_layers=3),
+}
+
+# Arguments a builder gets from the dataset or the run, not from the user.
+_RESERVED = ("image_shape", "event_shape", "n_bits", "num_bins", "dtype", "name",
+             "num_classes")
+
+_EVAL_BATCH = 256
+
+
+def _levels_for(shape, most):
+    """Largest L <= most with H and W divisible by 2**L (at least 1)."""
+    h, w = shape[:2]
+    for levels in range(most, 0, -1):
+        if h % 2 ** levels == 0 and w % 2 ** levels == 0:
+            return levels
+    return 1
+
+
+def model_args_for(model, info, overrides=None):
+    """Builder arguments for `model` on a dataset, with user overrides.
+
+    Args:
+      model: ``'glow'``, ``'real_nvp'`` or ``'nice'``.
+      info: the dataset's :class:`tfp_flows.data.DatasetInfo`.
+      overrides: ``{name: value}`` set by the user (``--model-arg``).
+
+    Raises:
+      ValueError: unknown model, or an override the builder does not take.
+    """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of: "
+                         f"{', '.join(MODELS)}.")
+    builder = models.BUILDERS[model]
+    valid = [p for p in inspect.signature(builder).parameters
+             if p not in _RESERVED]
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"{model} has no argument {', '.join(unknown)}; "
+                         f"valid --model-arg names: {', '.join(valid)}.")
+    if info.name == "digits":
+        args = dict(_DIGITS_ARGS[model])
+    elif model == "glow":
+        args = dict(num_levels=_levels_for(info.shape, 3), num_steps=8,
+                    hidden_channels=128)
+    elif model == "real_nvp":
+        args = dict(num_scales=_levels_for(info.shape, 2) + 1,
+                    hidden_channels=64, num_blocks=4)
+    else:
+        args = {}
+    args.update(overrides)
+    return args
+
+
+def _dataset_info(config):
+    info = data.info(config["dataset"], config["n_bits"], config["image_size"])
+    if info.kind != "image":
+        raise ValueError(f"'{info.name}' is 2-D toy data; tfp-flows train fits "
+                         "image models (see examples/nice_toy2d.py for flows "
+                         "on 2-D data).")
+    return info
+
+
+def new_config(requested):
+    """The full config of a new run from the settings the user gave.
+
+    Builds the model once, to validate the settings and record the builder's
+    complete config (``model_config``, rebuilt by
+    :func:`tfp_flows.models.from_config`).
+    """
+    config = dict(DEFAULTS)
+    config.update({k: v for k, v in requested.items() if k != "model_args"})
+    info = _dataset_info(config)
+    config["epochs"] = requested.get("epochs", _EPOCHS.get(info.name, 10))
+    args = model_args_for(config["model"], info, requested.get("model_args"))
+    if config["model"] == "glow":
+        args.setdefault("seed", config["seed"])
+    config["model_args"] = args
+    keras.utils.set_random_seed(config["seed"])
+    dist = models.BUILDERS[config["model"]](list(info.shape),
+                                            num_bins=info.num_bins, **args)
+    config["model_config"] = dict(dist.bijector.metadata["config"])
+    config["format"] = 1
+    config["tfp_flows_version"] = tfp_flows.__version__
+    return config
+
+
+def build_model(config):
+    """A compiled :class:`FlowModel` for a run config (fresh weights)."""
+    keras.utils.set_random_seed(config["seed"])
+    dist = models.from_config(config["model_config"])
+    model = FlowModel(dist)
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+    return model
+
+
+def datasets(config, first_epoch=0, split="train"):
+    """The run's training (or other split's) pipeline.
+
+    The shuffle seed is offset by ``first_epoch`` so that a resumed run does
+    not replay the first epochs' order.
+    """
+    training = split == "train"
+    return data.load(config["dataset"], split,
+                     config["batch_size"] if training else _EVAL_BATCH,
+                     n_bits=config["n_bits"], image_size=config["image_size"],
+                     seed=config["seed"] + first_epoch if training else None)
+
+
+def open_run(path, log=None):
+    """Loads the latest intact checkpoint of a run.
+
+    Returns:
+      ``(folder, config, model, checkpoint)``.
+
+    Raises:
+      RunError: not a run folder, or no checkpoint yet.
+      CheckpointError: no intact checkpoint.
+    """
+    folder = runs.RunFolder(path, log)
+    config = folder.read_config()
+    checkpoint = folder.latest_checkpoint()
+    if checkpoint is None:
+        raise runs.RunError(f"{path} has no checkpoint yet; train it first "
+                            f"(tfp-flows train --out {path}).")
+    model = build_model(config)
+    folder.restore(model, checkpoint)
+    return folder, config, model, checkpoint
+
+
+def evaluate_bits_per_dim(model, dataset, draws=3, seed=0):
+    """Mean dequantised bits/dim over a dataset, averaged over noise draws."""
+    keras.utils.set_random_seed(seed)
+    values = [float(model.evaluate(dataset, verbose=0, return_dict=True)
+                    ["bits_per_dim"]) for _ in range(int(draws))]
+    return float(np.mean(values))
+
+
+def train(path, requested, *, train_data=None, test_data=None, verbose=1,
+          log=print):
+    """Trains (or resumes) a run in folder `path`, then writes its outputs.
+
+    Args:
+      path: the run folder; an existing run is resumed, never overwritten.
+      requested: settings the user gave (keys of :data:`DEFAULTS`, plus
+        ``epochs`` and ``model_args``); the others keep their defaults, or
+        the stored values when resuming.
+      train_data, test_data: override the pipelines (tests; a poisoned batch).
+      verbose: Keras verbosity (1: progress bar, 2: a line per epoch).
+      log: function receiving progress lines.
+
+    Returns:
+      The metrics dict written to ``metrics.json``.
+
+    Raises:
+      RunError: a settings mismatch, a folder that is not a run, or no intact
+        checkpoint.
+      TrainingDivergedError: the loss became NaN/Inf; the last good
+        checkpoint is left as it was.
+    """
+    folder = runs.RunFolder(path, log)
+    stored = None
+    if folder.is_run():
+        stored = folder.read_config()
+        config = runs.resolve_config(stored, requested, path)
+    else:
+        folder.check_new()
+        config = new_config(requested)
+    model = build_model(config)
+    checkpoint = folder.latest_checkpoint(quarantine=True)
+    start, history = 0, []
+    if checkpoint is not None:
+        folder.restore(model, checkpoint)
+        start, history = checkpoint.epoch, checkpoint.history
+        if config["epochs"] < start:
+            raise runs.RunError(f"{path} has already trained {start} epochs; "
+                                f"--epochs {config['epochs']} is fewer.")
+    if config != stored:
+        folder.write_config(config)
+    if checkpoint is not None and start == config["epochs"]:
+        metrics = _finished(folder, start)
+        if metrics is not None:
+            log(f"{path} is complete after epoch {start} (test bits/dim "
+                f"{metrics['test_bits_per_dim']:.4f}); raise --epochs to train "
+                "it further.")
+            return metrics
+    test_data = test_data if test_data is not None else datasets(config, split="test")
+    if start < config["epochs"]:
+        log(f"{'resuming' if start else 'training'} {config['model']} on "
+            f"{config['dataset']} in {path}: epochs {start + 1}..{config['epochs']}"
+            f" ({model.count_params():,} parameters)")
+        guard = NaNGuard()
+        writer = runs.CheckpointWriter(folder, history, guard,
+                                       config["keep_checkpoints"])
+        t0 = time.perf_counter()
+        model.fit(train_data if train_data is not None else datasets(config, start),
+                  epochs=config["epochs"], initial_epoch=start,
+                  validation_data=test_data, shuffle=False, verbose=verbose,
+                  callbacks=[LinearWarmup(config["learning_rate"],
+                                          config["warmup_steps"]),
+                             guard, writer])
+        if guard.failure is not None:
+            last = writer.last or checkpoint
+            kept = (f"the last good checkpoint, {last.path} (epoch {last.epoch}), "
+                    "is intact" if last else "no checkpoint was written")
+            raise TrainingDivergedError(
+                f"training diverged: {guard.failure.describe()}; {kept}. Lower "
+                "the learning rate or raise --warmup-steps in a new run folder, "
+                "or resume this one with the same command.")
+        history = writer.history
+        log(f"trained {config['epochs'] - start} epochs in "
+            f"{time.perf_counter() - t0:.0f} s")
+    return finalize(folder, config, model, history, test_data, log)
+
+
+def _finished(folder, epoch):
+    """The metrics of a run whose outputs are all written for `epoch`, else None."""
+    try:
+        metrics = runs.read_json(folder.file(runs.METRICS), "metrics")
+    except runs.RunError:
+        return None
+    outputs = (runs.SAMPLES, runs.CURVE, runs.SAVED_MODEL)
+    if metrics.get("exported_epoch") != epoch or not all(
+            os.path.exists(folder.file(name)) for name in outputs):
+        return None
+    return metrics
+
+
+def finalize(folder, config, model, history, test_data, log=print):
+    """Writes metrics.json, samples.png, training_curve.png, saved_model/.
+
+    Every output is recomputed from the final checkpoint's model, so running
+    it again (e.g. after a kill during export) gives the same files.
+    """
+    epoch = history[-1]["epoch"] if history else 0
+    test_bpd = evaluate_bits_per_dim(model, test_data, config["eval_draws"],
+                                     config["seed"])
+    dist = model.distribution
+    samples = tfp_flows.sample(dist, 64, config["temperature"], seed=config["seed"])
+    plots.save_image_grid(samples, tfp_flows.flow_ops.num_bins(dist),
+                          folder.file(runs.SAMPLES))
+    plots.save_training_curve(
+        history, folder.file(runs.CURVE),
+        f"{config['model']} on {config['dataset']}")
+    export_path = folder.file(runs.SAVED_MODEL)
+    try:
+        previous = runs.read_json(folder.file(runs.METRICS), "metrics")
+    except runs.RunError:  # none yet, or cut short by a kill
+        previous = {}
+    if not (os.path.exists(export_path) and previous.get("exported_epoch") == epoch):
+        if os.path.exists(export_path):
+            log(f"replacing {export_path} (the model of epoch "
+                f"{previous.get('exported_epoch', '?')}) with the model of "
+                f"epoch {epoch}")
+        tfp_flows.export(model, export_path, overwrite=True)
+    last = history[-1] if history else {}
+    metrics = {
+        "test_bits_per_dim": test_bpd,
+        "test_bits_per_dim_last_epoch": last.get("test_bits_per_dim"),
+        "train_bits_per_dim_last_epoch": last.get("train_bits_per_dim"),
+        "epochs": epoch,
+        "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "num_params": int(model.count_params()),
+        "eval_draws": config["eval_draws"], "model": config["model"],
+        "dataset": config["dataset"], "exported_epoch": epoch,
+        "history": history}
+    runs.write_json(folder.file(runs.METRICS), metrics)
+    log(f"test bits/dim: {test_bpd:.4f} ({config['dataset']}, mean over "
+        f"{config['eval_draws']} dequantisation draws); outputs in {folder.path}")
+    return metrics

@@ -1,0 +1,360 @@
+"""Run folders: the on-disk state of one training run, and checkpoints that
+survive crashes and detect corruption.
+
+Layout of a run folder (written by ``tfp-flows train``)::
+
+    config.json              settings that rebuild the run (never overwritten)
+    checkpoints/
+      epoch-0007.weights.h5  Keras weights: the flow and the optimizer state
+      epoch-0007.json        its manifest: epoch, size, SHA-256, history
+    metrics.json             final figures, e.g. test_bits_per_dim
+    samples.png              sample grid
+    training_curve.png       bits/dim per epoch, train and test
+    saved_model/             the exported SavedModel (tfp_flows.export)
+
+**Crash safety.** A checkpoint is written to a temporary file, flushed to
+disk and renamed into place; its manifest is written the same way *after*
+it. A checkpoint counts only once its manifest exists, so a process killed at
+any instant (even with SIGKILL) leaves either the new checkpoint complete or
+the previous one as the latest. Every manifest carries the per-epoch history,
+so the training curve resumes with the weights.
+
+**Corruption.** Before loading, the weights file's size and SHA-256 are
+compared with the manifest. A truncated or altered file is reported by name
+and skipped in favour of the previous intact checkpoint (the last
+``keep`` are kept); when none is intact, :class:`CheckpointError` stops the
+run instead of silently starting over.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import sys
+
+import keras
+
+from tfp_flows.training.guards import all_finite
+
+__all__ = ["RunFolder", "Checkpoint", "CheckpointWriter", "RunError",
+           "CheckpointError", "write_json", "read_json", "resolve_config",
+           "FIXED_KEYS", "CONFIG", "METRICS", "SAMPLES", "CURVE", "SAVED_MODEL",
+           "CHECKPOINTS"]
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+SAMPLES = "samples.png"
+CURVE = "training_curve.png"
+SAVED_MODEL = "saved_model"
+CHECKPOINTS = "checkpoints"
+
+# Settings that define a run; resuming with a different value is an error.
+# (``epochs`` may change: raising it extends a finished run.)
+FIXED_KEYS = ("model", "dataset", "n_bits", "image_size", "model_args",
+              "batch_size", "learning_rate", "warmup_steps", "seed")
+
+_NAME = re.compile(r"^epoch-(\d{4,})\.json$")
+
+
+class RunError(ValueError):
+    """A problem with a run folder: not a run, settings mismatch, no checkpoint."""
+
+
+class CheckpointError(RunError):
+    """No intact checkpoint could be loaded; the message names the files."""
+
+
+def _fsync_file(path):
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def write_json(path, obj):
+    """Writes JSON atomically: a temporary file renamed over ``path``."""
+    tmp = os.path.join(os.path.dirname(path) or ".",
+                       f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path, what="file"):
+    """Reads a JSON object; a clear RunError when missing or unreadable."""
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except FileNotFoundError as e:
+        raise RunError(f"{what} {path} does not exist.") from e
+    except (OSError, ValueError) as e:
+        raise RunError(f"{what} {path} is unreadable ({e}).") from e
+    if not isinstance(value, dict):
+        raise RunError(f"{what} {path} does not hold a JSON object.")
+    return value
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_config(stored, requested, path):
+    """The config to resume ``stored`` with, given explicitly requested settings.
+
+    Args:
+      stored: the run's ``config.json``.
+      requested: settings given on this invocation (only those the user set).
+      path: the run folder, for messages.
+
+    Returns:
+      ``stored`` with ``epochs`` replaced if requested.
+
+    Raises:
+      RunError: a fixed setting differs, or ``epochs`` is below the number of
+        epochs already completed (``stored['completed_epochs']`` is not used;
+        the caller checks that against the checkpoints).
+    """
+    diffs = []
+    for key in FIXED_KEYS:
+        if key not in requested:
+            continue
+        want, have = requested[key], stored.get(key)
+        if key == "model_args":
+            changed = {k: v for k, v in want.items() if have.get(k) != v}
+            diffs += [f"model_args.{k}={have.get(k)!r} (asked {v!r})"
+                      for k, v in changed.items()]
+        elif want != have:
+            diffs.append(f"{key}={have!r} (asked {want!r})")
+    if diffs:
+        raise RunError(
+            f"{path} is an existing run created with different settings: "
+            f"{'; '.join(diffs)}. Resume it without those options, or choose "
+            "another --out.")
+    config = dict(stored)
+    if "epochs" in requested:
+        config["epochs"] = requested["epochs"]
+    return config
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """An intact checkpoint: its epoch, weights file and manifest."""
+
+    epoch: int
+    path: str
+    manifest: dict
+
+    @property
+    def history(self):
+        """Per-epoch records up to this checkpoint (list of dicts)."""
+        return list(self.manifest.get("history", []))
+
+    @property
+    def name(self):
+        return os.path.basename(self.path)
+
+
+class RunFolder:
+    """A run folder on disk (see the module docstring for the layout).
+
+    Args:
+      path: the folder.
+      log: function receiving warning lines (default: print to stderr).
+    """
+
+    def __init__(self, path, log=None):
+        self.path = os.fspath(path)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    def file(self, name):
+        """Path of a file in the run folder."""
+        return os.path.join(self.path, name)
+
+    @property
+    def checkpoint_dir(self):
+        return self.file(CHECKPOINTS)
+
+    def is_run(self):
+        """True when the folder exists and holds a ``config.json``."""
+        return os.path.isfile(self.file(CONFIG))
+
+    def check_new(self):
+        """Raises RunError unless the folder is absent or empty."""
+        if os.path.exists(self.path) and (not os.path.isdir(self.path)
+                                          or os.listdir(self.path)):
+            raise RunError(
+                f"{self.path} exists and is not a tfp-flows run folder (no "
+                f"{CONFIG}); choose another --out (an existing run folder is "
+                "resumed, anything else is never overwritten).")
+
+    def read_config(self):
+        if not self.is_run():
+            raise RunError(f"{self.path} is not a tfp-flows run folder (no "
+                           f"{CONFIG}); train one with tfp-flows train --out "
+                           f"{self.path}.")
+        return read_json(self.file(CONFIG), "run config")
+
+    def write_config(self, config):
+        os.makedirs(self.checkpoint_dir, exist_ok=True)
+        write_json(self.file(CONFIG), config)
+
+    # -- checkpoints -------------------------------------------------------------
+    def _manifests(self):
+        """(epoch, manifest path) of every manifest, newest first."""
+        if not os.path.isdir(self.checkpoint_dir):
+            return []
+        found = []
+        for name in os.listdir(self.checkpoint_dir):
+            m = _NAME.match(name)
+            if m:
+                found.append((int(m.group(1)),
+                              os.path.join(self.checkpoint_dir, name)))
+        return sorted(found, reverse=True)
+
+    def _weights_path(self, epoch):
+        return os.path.join(self.checkpoint_dir, f"epoch-{epoch:04d}.weights.h5")
+
+    def verify(self, epoch, manifest_path):
+        """``(Checkpoint, None)`` if intact, else ``(None, reason)``."""
+        path = self._weights_path(epoch)
+        try:
+            manifest = read_json(manifest_path, "checkpoint manifest")
+        except RunError as e:
+            return None, str(e)
+        if not os.path.isfile(path):
+            return None, f"{path} is missing"
+        size = os.path.getsize(path)
+        if size != manifest.get("bytes"):
+            return None, (f"{path} is truncated or altered: {size} bytes, "
+                          f"{manifest.get('bytes')} expected")
+        if _sha256(path) != manifest.get("sha256"):
+            return None, (f"{path} is corrupted: its SHA-256 does not match "
+                          f"{os.path.basename(manifest_path)}")
+        return Checkpoint(epoch, path, manifest), None
+
+    def latest_checkpoint(self, quarantine=False):
+        """The newest intact checkpoint, or None when there is none yet.
+
+        Corrupted ones are reported through ``log`` and skipped; with
+        ``quarantine`` their files are renamed to ``*.corrupt`` (so that the
+        resumed run can write that epoch again).
+
+        Raises:
+          CheckpointError: checkpoints exist but none is intact.
+        """
+        problems = []
+        for epoch, manifest_path in self._manifests():
+            checkpoint, reason = self.verify(epoch, manifest_path)
+            if checkpoint is not None:
+                if problems:
+                    self.log(f"warning: using {checkpoint.name} (epoch "
+                             f"{epoch}) instead.")
+                return checkpoint
+            problems.append(reason)
+            self.log(f"warning: skipping a bad checkpoint: {reason}.")
+            if quarantine:
+                for p in (manifest_path, self._weights_path(epoch)):
+                    if os.path.exists(p):
+                        os.replace(p, p + ".corrupt")
+        if problems:
+            raise CheckpointError(
+                f"no intact checkpoint in {self.checkpoint_dir}: "
+                f"{'; '.join(problems)}. Restore the files, or delete the run "
+                "folder to train again from scratch.")
+        return None
+
+    def restore(self, model, checkpoint):
+        """Loads a checkpoint's weights (and optimizer state) into `model`."""
+        try:
+            model.load_weights(checkpoint.path)
+        except Exception as e:  # h5py/Keras raise many types for bad files
+            raise CheckpointError(
+                f"cannot load {checkpoint.path} into this model ({e}); the "
+                f"file or {CONFIG} was changed by hand.") from e
+
+    def save_checkpoint(self, model, epoch, history, keep=3):
+        """Writes the weights of epoch `epoch` (1-based) and its manifest.
+
+        Args:
+          model: a compiled Keras model (its optimizer state is saved too).
+          epoch: number of completed epochs.
+          history: per-epoch records up to `epoch`.
+          keep: number of checkpoints kept (older ones are deleted).
+
+        Returns:
+          The written :class:`Checkpoint`.
+        """
+        os.makedirs(self.checkpoint_dir, exist_ok=True)
+        path = self._weights_path(epoch)
+        tmp = os.path.join(self.checkpoint_dir,
+                           f".tmp-{os.getpid()}-{os.path.basename(path)}")
+        model.save_weights(tmp)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+        optimizer = getattr(model, "optimizer", None)
+        steps = (int(keras.ops.convert_to_numpy(optimizer.iterations))
+                 if optimizer is not None else None)
+        manifest = {"format": 1, "epoch": int(epoch),
+                    "file": os.path.basename(path),
+                    "bytes": os.path.getsize(path), "sha256": _sha256(path),
+                    "optimizer_steps": steps, "history": list(history)}
+        write_json(path[:-len(".weights.h5")] + ".json", manifest)
+        self._prune(keep)
+        return Checkpoint(int(epoch), path, manifest)
+
+    def _prune(self, keep):
+        manifests = self._manifests()
+        for epoch, manifest_path in manifests[max(1, int(keep)):]:
+            os.remove(manifest_path)
+            if os.path.exists(self._weights_path(epoch)):
+                os.remove(self._weights_path(epoch))
+        for name in os.listdir(self.checkpoint_dir):  # leftovers of a kill
+            if name.startswith(".tmp-"):
+                os.remove(os.path.join(self.checkpoint_dir, name))
+
+
+class CheckpointWriter(keras.callbacks.Callback):
+    """Saves a checkpoint of the run at the end of every epoch.
+
+    Keeps the per-epoch history (train and test bits/dim, learning rate) in
+    the manifests. Nothing is saved once ``guard`` (a
+    :class:`tfp_flows.training.NaNGuard`) has seen a failure, or when any
+    weight is not finite: the last good checkpoint stays the latest.
+
+    Args:
+      folder: the :class:`RunFolder`.
+      history: records of the epochs before this `fit` (from the checkpoint
+        it resumed from).
+      guard: the run's NaN guard, or None.
+      keep: number of checkpoints kept.
+    """
+
+    def __init__(self, folder, history=(), guard=None, keep=3):
+        super().__init__()
+        self.folder, self.guard, self.keep = folder, guard, int(keep)
+        self.history = list(history)
+        self.last = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.guard is not None and self.guard.failure is not None:
+            return
+        if not all_finite(self.model):
+            return
+
+        def value(key):
+            v = logs.get(key)
+            return None if v is None else float(keras.ops.convert_to_numpy(v))
+
+        self.history.append({
+            "epoch": epoch + 1, "train_bits_per_dim": value("bits_per_dim"),
+            "test_bits_per_dim": value("val_bits_per_dim"),
+            "learning_rate": value("learning_rate")})
+        self.last = self.folder.save_checkpoint(self.model, epoch + 1,
+                                                self.history, self.keep)
