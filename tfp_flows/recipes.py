@@ -205,7 +205,7 @@ def train(path, requested, *, train_data=None, test_data=None, verbose=1,
       TrainingDivergedError: the loss became NaN/Inf; the last good
         checkpoint is left as it was.
     """
-    folder = runs.RunFolder(path, log)
+    folder = runs.RunFolder(path)  # its warnings go to stderr
     stored = None
     if folder.is_run():
         stored = folder.read_config()
