@@ -84,8 +84,9 @@ def save_training_curve(history, path, title=""):
         last = history[-1].get("test_bits_per_dim")
         if last is not None:
             ax.axhline(last, color="grey", linewidth=0.5, linestyle=":")
-            ax.annotate(f"test {last:.3f}", (history[-1]["epoch"], last),
-                        textcoords="offset points", xytext=(-60, 8))
+            ax.annotate(f"epoch {history[-1]['epoch']}: test {last:.3f}",
+                        (history[-1]["epoch"], last), textcoords="offset points",
+                        xytext=(-110, 8))
     ax.set_xlabel("epoch")
     ax.set_ylabel("bits/dim (dequantised)")
     ax.set_title(title)

@@ -116,9 +116,9 @@ def resolve_config(stored, requested, path):
       ``stored`` with ``epochs`` replaced if requested.
 
     Raises:
-      RunError: a fixed setting differs, or ``epochs`` is below the number of
-        epochs already completed (``stored['completed_epochs']`` is not used;
-        the caller checks that against the checkpoints).
+      RunError: a setting of `FIXED_KEYS` differs from the stored one. (That
+        ``epochs`` is not below the epochs already trained is checked by the
+        caller, against the checkpoints.)
     """
     diffs = []
     for key in FIXED_KEYS:
