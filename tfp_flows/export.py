@@ -223,6 +223,11 @@ class ServingModule(tf.Module):
         self._build()
 
     @property
+    def distribution(self):
+        """The exported flow (in memory only; not part of the SavedModel)."""
+        return self._distribution
+
+    @property
     def signature_names(self):
         """Names of the serving signatures, in a fixed order."""
         names = ["log_prob", "bits_per_dim", "sample", "encode", "decode"]
