@@ -43,10 +43,11 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow.python.eager import record  # pylint: disable=no-name-in-module
 
+from tfp_flows import _reversible_blocks as blocks
+from tfp_flows._reversible_layers import Accumulator, flip, in_ndims, leaf_backward
 from tfp_flows.bijectors.actnorm import ActNorm
-from tfp_flows.bijectors.base import flow_bijectors, sum_event
+from tfp_flows.bijectors.base import flow_bijectors
 from tfp_flows.bijectors.chain import FactorOut, FlowChain, _single_pass, route_kwargs
-from tfp_flows.bijectors.coupling import _Coupling
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -70,21 +71,6 @@ def _plain_walks():
 
 def _nested():
     return getattr(_STATE, "depth", 0) > 0
-
-
-def _flip(direction):
-    return "forward" if direction == "inverse" else "inverse"
-
-
-def _in_ndims(b, direction):
-    """Minimal event rank of `b`'s input when applied in `direction`."""
-    return (b.inverse_min_event_ndims if direction == "inverse"
-            else b.forward_min_event_ndims)
-
-
-def _out_ndims(b, direction, ndims):
-    return (b.inverse_event_ndims(ndims) if direction == "inverse"
-            else b.forward_event_ndims(ndims))
 
 
 # -- public entry points ------------------------------------------------------
@@ -146,19 +132,19 @@ def _reversible(chain, x, direction, kwargs):
             flat[i] = t
         return tf.nest.pack_sequence_as(kwargs, flat)
 
-    walk = (chain._walk_inverse if direction == "inverse"  # pylint: disable=protected-access
-            else chain._walk_forward)  # pylint: disable=protected-access
+    ndims = in_ndims(chain, direction)
 
     @tf.custom_gradient
     def run(x, *kw_tensors):
         kw = rebuild(kw_tensors)
         with record.stop_recording(), _plain_walks():
-            out, ldj = walk(x, **kw)
+            out, ldj = _walk(chain, direction, ndims, kw, x)
 
         def grad_fn(d_out, d_ldj, variables=None):
-            acc = _Accumulator(kw_tensors)
+            acc = Accumulator(kw_tensors)
+            d_out = tf.zeros_like(out) if d_out is None else d_out
+            d_ldj = tf.zeros_like(ldj) if d_ldj is None else d_ldj
             with _plain_walks():
-                ndims = _in_ndims(chain, direction)
                 _, dx = _backward(chain, direction, ndims, kw, out, d_out,
                                   d_ldj, acc)
             input_grads = [dx] + acc.kw_grads
@@ -171,43 +157,49 @@ def _reversible(chain, x, direction, kwargs):
     return run(x, *(flat_kw[i] for i in positions))
 
 
-class _Accumulator:
-    """Sums gradients of variables and of float conditioning tensors."""
-
-    def __init__(self, kw_tensors):
-        self.var_grads = {}
-        self.kw_sources = [t for t in kw_tensors if t.dtype.is_floating]
-        self._kw_index = [i for i, t in enumerate(kw_tensors)
-                          if t.dtype.is_floating]
-        self.kw_grads = [None] * len(kw_tensors)
-
-    def add(self, variables, var_grads, kw_grads):
-        for v, g in zip(variables, var_grads):
-            if g is None:
-                continue
-            g = tf.convert_to_tensor(g)  # IndexedSlices (gathers) -> dense
-            key = v.ref()
-            self.var_grads[key] = (g if key not in self.var_grads
-                                   else self.var_grads[key] + g)
-        for i, g in zip(self._kw_index, kw_grads):
-            if g is not None:
-                g = tf.convert_to_tensor(g)
-                old = self.kw_grads[i]
-                self.kw_grads[i] = g if old is None else old + g
+def _container(b, direction, ndims):
+    """``(container, its direction)`` when the sweep descends into `b`
+    (a FlowChain or FactorOut at its own event rank, possibly inverted),
+    else ``(None, None)``."""
+    inner, inner_dir = b, direction
+    if isinstance(b, tfb.Invert) and isinstance(b.bijector, (FlowChain, FactorOut)):
+        inner, inner_dir = b.bijector, flip(direction)
+    if isinstance(inner, FlowChain) and ndims == in_ndims(inner, inner_dir):
+        return inner, inner_dir
+    if isinstance(inner, FactorOut) and ndims == inner.forward_min_event_ndims:
+        return inner, inner_dir
+    return None, None
 
 
-def _after(t, dep):
-    """`t` with a data dependency on `dep` (exactly `t` unless `dep` is NaN).
+def _walk(b, direction, ndims, kwargs, x):
+    """``(b(x), log-det)`` in `direction`: the plain pass, descending into
+    containers so that repeated blocks run as traced functions."""
+    inner, d = _container(b, direction, ndims)
+    if isinstance(inner, FlowChain):
+        def walk_items(items, x):
+            total = None
+            for c, r in items:
+                x, ldj = _walk(c, d, r, route_kwargs(c, kwargs), x)
+                total = ldj if total is None else total + ldj
+            return x, total
 
-    Keeps a graph executor (or XLA, which ignores control dependencies) from
-    reconstructing layer inputs ahead of the gradient sweep.
-    """
-    if dep is None or tf.executing_eagerly():
-        return t
-    first = tf.reduce_max(tf.reshape(dep, [-1])[:1])
-    zero = tf.where(tf.equal(first, first), tf.zeros([], t.dtype),
-                    tf.constant(float("nan"), t.dtype))
-    return t + tf.cast(zero, t.dtype)
+        total = None
+        for item in blocks.plan(inner, d):
+            if isinstance(item, blocks.Run):
+                if item.usable(lambda c: route_kwargs(c, kwargs)):
+                    x, ldj = item.forward(x, walk_items)
+                else:
+                    x, ldj = walk_items(item.items, x)
+            else:
+                x, ldj = walk_items([item], x)
+            total = ldj if total is None else total + ldj
+        return x, total
+    if isinstance(inner, FactorOut):
+        k = inner.num_kept
+        new, ldj = _walk(inner.bijector, d, ndims,
+                         route_kwargs(inner.bijector, kwargs), x[..., :k])
+        return tf.concat([new, x[..., k:]], axis=-1), ldj
+    return _single_pass(b, x, ndims, direction, kwargs)
 
 
 def _backward(b, direction, ndims, kwargs, y, dy, dldj, acc):
@@ -215,129 +207,31 @@ def _backward(b, direction, ndims, kwargs, y, dy, dldj, acc):
     rank `ndims`, and the cotangents `dy` and `dldj` (log-det, batch shape),
     returns ``(x, dx)``: the reconstructed input and its cotangent. Variable
     (and conditioning) gradients go to `acc`."""
-    if dy is None:
-        dy = tf.zeros_like(y)
-    inner, inner_dir = b, direction
-    if isinstance(b, tfb.Invert) and isinstance(b.bijector, (FlowChain, FactorOut)):
-        inner, inner_dir = b.bijector, _flip(direction)
-    if isinstance(inner, FlowChain) and ndims == _in_ndims(inner, inner_dir):
-        children = inner.bijectors
-        if inner_dir == "forward":
-            children = children[::-1]
-        plan, r = [], ndims
-        for c in children:
-            plan.append((c, r))
-            r = _out_ndims(c, inner_dir, r)
-        for c, r in reversed(plan):
-            y, dy = _backward(c, inner_dir, r, route_kwargs(c, kwargs), y, dy,
-                              dldj, acc)
+    inner, d = _container(b, direction, ndims)
+    if isinstance(inner, FlowChain):
+        def back_items(items, y, dy):
+            for c, r in reversed(items):
+                y, dy = _backward(c, d, r, route_kwargs(c, kwargs), y, dy,
+                                  dldj, acc)
+            return y, dy
+
+        for item in reversed(blocks.plan(inner, d)):
+            if isinstance(item, blocks.Run):
+                if item.usable(lambda c: route_kwargs(c, kwargs)):
+                    y, dy = item.backward(y, dy, dldj, acc, back_items)
+                else:
+                    y, dy = back_items(item.items, y, dy)
+            else:
+                y, dy = back_items([item], y, dy)
         return y, dy
-    if isinstance(inner, FactorOut) and ndims == inner.forward_min_event_ndims:
+    if isinstance(inner, FactorOut):
         k = inner.num_kept
         x_kept, dx_kept = _backward(
-            inner.bijector, inner_dir, ndims,
-            route_kwargs(inner.bijector, kwargs), y[..., :k], dy[..., :k],
-            dldj, acc)
+            inner.bijector, d, ndims, route_kwargs(inner.bijector, kwargs),
+            y[..., :k], dy[..., :k], dldj, acc)
         return (tf.concat([x_kept, y[..., k:]], axis=-1),
                 tf.concat([dx_kept, dy[..., k:]], axis=-1))
-    if _has_fast_path(b):
-        return _coupling_step(b, direction, ndims, y, dy, dldj, acc)
-    return _leaf_step(b, direction, ndims, kwargs, y, dy, dldj, acc)
-
-
-def _vjp(tape, targets, cotangents, sources, acc):
-    """Gradients of `targets` (with `cotangents`) w.r.t. `sources`, then the
-    watched variables and float conditioning tensors (into `acc`)."""
-    variables = list(tape.watched_variables())
-    grads = tape.gradient(targets, list(sources) + variables + acc.kw_sources,
-                          output_gradients=cotangents)
-    n, m = len(sources), len(variables)
-    acc.add(variables, grads[n:n + m], grads[n + m:])
-    return grads[:n]
-
-
-def _with_log_det(targets, cotangents, ldj, dldj):
-    if ldj is not None and dldj is not None:
-        targets.append(tf.broadcast_to(ldj, tf.shape(dldj)))
-        cotangents.append(dldj)
-
-
-def _leaf_step(b, direction, ndims, kwargs, y, dy, dldj, acc):
-    """Reconstruct the input with the layer's own inverse, recompute, VJP."""
-    out_ndims = _out_ndims(b, direction, ndims)
-    # Fresh tensors: TFP's bijector cache would otherwise hand back the
-    # forward pass's tensors instead of recomputing.
-    y = tf.identity(_after(y, dy))
-    x, _ = _single_pass(b, y, out_ndims, _flip(direction), kwargs)
-    x = tf.identity(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        tape.watch(acc.kw_sources)
-        y_rec, ldj = _single_pass(b, x, ndims, direction, kwargs)
-        targets, cotangents = [y_rec], [dy]
-        _with_log_det(targets, cotangents, ldj, dldj)
-    (dx,) = _vjp(tape, targets, cotangents, [x], acc)
-    return x, (tf.zeros_like(x) if dx is None else dx)
-
-
-def _has_fast_path(b):
-    """A coupling whose transform is the library's own (not overridden)."""
-    if not isinstance(b, _Coupling):
-        return False
-    cls = type(b)
-    return all(getattr(cls, m) is getattr(_Coupling, m) for m in
-               ("_transform", "_forward_and_log_det", "_inverse_and_log_det",
-                "_params"))
-
-
-def _coupling_step(layer, direction, ndims, y, dy, dldj, acc):
-    """Coupling fast path: one network evaluation serves the reconstruction
-    and the VJP, because the conditioning part of `y` equals that of `x`.
-
-    With ``c`` the conditioning part and ``g`` the coupling (``y_t = g(x_t;
-    theta(c))``): ``x_t = g^-1(y_t; theta(c))`` (not recorded), then the VJP
-    of ``(g(x_t; theta(c)), log-det(theta(c)))`` w.r.t. ``c``, ``x_t`` and the
-    network's variables.
-    """
-    # pylint: disable=protected-access
-    inverse = direction == "inverse"
-    layer._check_event_shape(y, layer._event_shape_np)
-    y = _after(y, dy)
-    with tf.GradientTape() as tape:
-        if layer._split:
-            cond, trans_out = layer._split_parts(y)
-            tape.watch(cond)
-            params = layer._params(cond)
-            with tape.stop_recording():
-                trans_in, _ = layer._couple(trans_out, params, not inverse)
-            tape.watch(trans_in)
-            new, log_det = layer._couple(trans_in, params, inverse)
-            dy_cond, dy_trans = layer._split_parts(dy)
-            targets, cotangents = [new], [dy_trans]
-            sources = [cond, trans_in]
-        else:
-            b = tf.constant(layer._mask_np, dtype=y.dtype)
-            cond = y * b  # equals b * x exactly: b is 0/1
-            tape.watch(cond)
-            params = layer._params(cond)
-            with tape.stop_recording():
-                back, _ = layer._couple(y, params, not inverse)
-                x = b * y + (1.0 - b) * back
-            tape.watch(x)
-            new, log_det = layer._couple(x, params, inverse)
-            if log_det is not None:
-                log_det = log_det * (1.0 - b)
-            targets, cotangents = [new], [(1.0 - b) * dy]
-            sources = [cond, x]
-        ldj = None if log_det is None else sum_event(log_det, ndims)
-        _with_log_det(targets, cotangents, ldj, dldj)
-    d_cond, d_second = _vjp(tape, targets, cotangents, sources, acc)
-    d_cond = tf.zeros_like(cond) if d_cond is None else d_cond
-    d_second = tf.zeros_like(sources[1]) if d_second is None else d_second
-    if layer._split:
-        return (layer._merge_parts(cond, trans_in),
-                layer._merge_parts(dy_cond + d_cond, d_second))
-    return x, b * dy + d_second + b * d_cond
+    return leaf_backward(b, direction, ndims, kwargs, y, dy, dldj, acc)
 
 
 # -- switching it on ----------------------------------------------------------
