@@ -6,6 +6,7 @@ trained in-process per module; the other commands read it.
 """
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -69,6 +70,18 @@ def test_train_on_a_finished_run_changes_nothing(run_dir, capsys):
     assert cli.main(["train", "--out", run_dir, "--verbose", "0"]) == 0
     assert f"{run_dir} is complete after epoch 1 " in capsys.readouterr().out
     assert state() == before
+
+
+def test_extending_a_finished_run_says_it_replaces_the_export(run_dir, tmp_path, capsys):
+    copy = str(tmp_path / "run")
+    shutil.copytree(run_dir, copy)
+    assert cli.main(["train", "--out", copy, "--epochs", "2", "--verbose", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming glow on digits" in out and "epochs 2..2" in out
+    assert (f"replacing {os.path.join(copy, runs.SAVED_MODEL)} (the model of epoch 1) "
+            "with the model of epoch 2") in out
+    assert runs.read_json(os.path.join(copy, runs.METRICS))["exported_epoch"] == 2
+    assert runs.read_json(os.path.join(copy, runs.CONFIG))["epochs"] == 2
 
 
 def test_train_with_other_settings_is_refused(run_dir, capsys):
