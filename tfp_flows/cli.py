@@ -23,6 +23,10 @@ import sys
 
 import numpy as np
 
+import tfp_flows
+from tfp_flows import data, plots, recipes
+from tfp_flows.training.guards import TrainingDivergedError
+
 __all__ = ["main", "build_parser"]
 
 _PROG = "tfp-flows"
@@ -89,7 +93,7 @@ def build_parser():
                        "'tfp-flows train' fits Glow on the digits, offline, in a "
                        "few minutes on a CPU. Unset options take the recipe's "
                        "defaults (new run) or the run's stored values (resume).")
-    p.add_argument("--model", choices=("glow", "real_nvp", "nice"),
+    p.add_argument("--model", choices=recipes.MODELS,
                    help="flow to train (default: glow)")
     p.add_argument("--dataset", help="dataset name (default: digits; also "
                    "mnist, fashion_mnist, cifar10, celeb_a, imagenet32, "
@@ -170,8 +174,6 @@ def _warn(message):
 
 # -- commands -----------------------------------------------------------------------
 def _train(args):
-    from tfp_flows import recipes  # pylint: disable=import-outside-toplevel
-
     keys = ("model", "dataset", "epochs", "batch_size", "learning_rate",
             "warmup_steps", "n_bits", "image_size", "seed", "temperature")
     requested = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
@@ -184,15 +186,10 @@ def _train(args):
 
 
 def _open(path):
-    from tfp_flows import recipes  # pylint: disable=import-outside-toplevel
-
     return recipes.open_run(path, log=_warn)
 
 
 def _sample(args):
-    import tfp_flows  # pylint: disable=import-outside-toplevel
-    from tfp_flows import plots  # pylint: disable=import-outside-toplevel
-
     folder, _, model, checkpoint = _open(args.dir)
     dist = model.distribution
     x = tfp_flows.sample(dist, args.num, args.temperature, seed=args.seed)
@@ -203,8 +200,6 @@ def _sample(args):
 
 
 def _evaluate(args):
-    from tfp_flows import data, recipes  # pylint: disable=import-outside-toplevel
-
     _, config, model, checkpoint = _open(args.dir)
     base = data.info(args.dataset or config["dataset"])
     same = base.name == config["dataset"]
@@ -225,8 +220,6 @@ def _evaluate(args):
 
 
 def _export(args):
-    import tfp_flows  # pylint: disable=import-outside-toplevel
-
     if os.path.lexists(args.path) and not args.overwrite:  # before loading
         raise FileExistsError(f"export path {args.path} already exists; pass "
                               "--overwrite to replace it.")
@@ -236,9 +229,6 @@ def _export(args):
 
 
 def _interpolate(args):
-    import tfp_flows  # pylint: disable=import-outside-toplevel
-    from tfp_flows import plots, recipes  # pylint: disable=import-outside-toplevel
-
     if args.steps < 2:
         raise ValueError(f"--steps must be at least 2, got {args.steps}.")
     folder, config, model, _ = _open(args.dir)
@@ -268,17 +258,22 @@ def _one_line(error):
 def main(argv=None):
     """Runs the command line; returns the exit status.
 
+    Args:
+      argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
     Returns:
       0 on success, 1 for a failure of the command (a one-line message on
-      stderr), 2 for bad arguments, 130 when interrupted.
+      stderr), 130 when interrupted.
+
+    Raises:
+      SystemExit: with status 2 for bad arguments (one line on stderr), or 0
+        after ``--help``.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.error("a command is required: train, sample, evaluate, export "
                      "or interpolate")
-    from tfp_flows.training.guards import TrainingDivergedError  # pylint: disable=import-outside-toplevel
-
     try:
         args.func(args)
     except (ValueError, OSError, TrainingDivergedError) as e:
