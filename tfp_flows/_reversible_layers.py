@@ -54,6 +54,15 @@ class Accumulator:
                           if t.dtype.is_floating]
         self.kw_grads = [None] * len(kw_tensors)
 
+    def get(self, v):
+        """Summed gradient of variable `v` (or of its replica-local part)."""
+        g = self.var_grads.get(v.ref())
+        if g is None:
+            get_local = getattr(v, "_get_on_device_or_primary", None)
+            if callable(get_local):
+                g = self.var_grads.get(get_local().ref())
+        return g
+
     def add(self, variables, var_grads, kw_grads):
         for v, g in zip(variables, var_grads):
             if g is None:

@@ -34,10 +34,21 @@ only depends on ``h_i``, so an executor could run every reconstruction ahead of
 the gradient sweep and store them all. Each reconstruction therefore gets a
 data dependency on the incoming cotangent ``dh_i`` (as in `tf.recompute_grad`;
 XLA ignores control dependencies).
+
+**Graph size.** In a graph, runs of identical blocks (Glow's ``K`` steps per
+level) are traced once and called per block with that block's variables
+(:mod:`tfp_flows._reversible_blocks`), so the graph, and the memory
+TensorFlow spends on it, does not grow with ``K`` either.
+
+**Limits.** First-order gradients only. The reconstruction is exact up to
+rounding, which compounds over depth in float32 (see ``docs/memory.md``).
+Uses TensorFlow internals (``record.stop_recording``, the same one
+`tf.recompute_grad` uses, and ``ConcreteFunction._call_flat``).
 """
 
 import contextlib
 import threading
+import weakref
 
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -122,39 +133,50 @@ def _initialize_first(chain, y, kwargs):
 
 
 # -- the custom gradient ------------------------------------------------------
+_VARIABLES = weakref.WeakKeyDictionary()
+
+
+def _chain_variables(chain):
+    """The chain's trainable variables (cached: models do not grow)."""
+    if chain not in _VARIABLES:
+        _VARIABLES[chain] = tuple(chain.trainable_variables)
+    return _VARIABLES[chain]
+
+
 def _reversible(chain, x, direction, kwargs):
-    flat_kw = tf.nest.flatten(kwargs)
-    positions = [i for i, v in enumerate(flat_kw) if tf.is_tensor(v)]
+    """The chain's pass with a reversible gradient.
 
-    def rebuild(tensors):
-        flat = list(flat_kw)
-        for i, t in zip(positions, tensors):
-            flat[i] = t
-        return tf.nest.pack_sequence_as(kwargs, flat)
-
+    The gradient is recorded on the active tapes as one operation from
+    ``(x, float conditioning tensors, one read of each trainable variable)``
+    to ``(out, log-det)``, like `tf.custom_gradient` does eagerly. Unlike
+    `tf.custom_gradient` in a graph it adds no identity, second read and
+    zero-filled gradient per variable, which for a deep flow would be
+    thousands of graph ops. (So `tf.gradients`, the TF1 symbolic gradient,
+    does not see it; `tf.GradientTape` and Keras do.)
+    """
     ndims = in_ndims(chain, direction)
+    with record.stop_recording(), _plain_walks():
+        out, ldj = _walk(chain, direction, ndims, kwargs, x)
+        out, ldj = tf.identity(out), tf.identity(ldj)  # fresh tape outputs
+    if not record.could_possibly_record():
+        return out, ldj
+    kw_tensors = [t for t in tf.nest.flatten(kwargs)
+                  if tf.is_tensor(t) and t.dtype.is_floating]
+    variables = _chain_variables(chain)
+    reads = [v.value() for v in variables]  # recorded: connect the variables
 
-    @tf.custom_gradient
-    def run(x, *kw_tensors):
-        kw = rebuild(kw_tensors)
-        with record.stop_recording(), _plain_walks():
-            out, ldj = _walk(chain, direction, ndims, kw, x)
+    def backward(d_out, d_ldj):
+        acc = Accumulator(kw_tensors)
+        d_out = tf.zeros_like(out) if d_out is None else d_out
+        d_ldj = tf.zeros_like(ldj) if d_ldj is None else d_ldj
+        with _plain_walks():
+            _, dx = _backward(chain, direction, ndims, kwargs, out, d_out,
+                              d_ldj, acc)
+        return [dx] + acc.kw_grads + [acc.get(v) for v in variables]
 
-        def grad_fn(d_out, d_ldj, variables=None):
-            acc = Accumulator(kw_tensors)
-            d_out = tf.zeros_like(out) if d_out is None else d_out
-            d_ldj = tf.zeros_like(ldj) if d_ldj is None else d_ldj
-            with _plain_walks():
-                _, dx = _backward(chain, direction, ndims, kw, out, d_out,
-                                  d_ldj, acc)
-            input_grads = [dx] + acc.kw_grads
-            if variables is None:
-                return input_grads
-            return input_grads, [acc.var_grads.get(v.ref()) for v in variables]
-
-        return (out, ldj), grad_fn
-
-    return run(x, *(flat_kw[i] for i in positions))
+    record.record_operation_backprop_only(
+        "ReversibleFlowChain", [out, ldj], [x] + kw_tensors + reads, backward)
+    return out, ldj
 
 
 def _container(b, direction, ndims):
