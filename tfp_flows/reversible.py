@@ -113,11 +113,17 @@ def forward_and_log_det(chain, x, /, **kwargs):
     return _reversible(chain, x, "forward", kwargs)
 
 
+_ACTNORMS = weakref.WeakKeyDictionary()
+
+
 def _initialize_first(chain, y, kwargs):
     """ActNorm's data-dependent init must never run inside the custom
     gradient: eagerly, run it now in a plain pass; in a graph, refuse."""
-    pending = [b for b in flow_bijectors(chain) if isinstance(b, ActNorm)
-               and b._data_init and not b._is_initialized_now()]  # pylint: disable=protected-access
+    if chain not in _ACTNORMS:
+        _ACTNORMS[chain] = tuple(b for b in flow_bijectors(chain)
+                                 if isinstance(b, ActNorm))
+    pending = [b for b in _ACTNORMS[chain]
+               if b._data_init and not b._is_initialized_now()]  # pylint: disable=protected-access
     if not pending:
         return
     if not tf.executing_eagerly():
@@ -155,6 +161,7 @@ def _reversible(chain, x, direction, kwargs):
     does not see it; `tf.GradientTape` and Keras do.)
     """
     ndims = in_ndims(chain, direction)
+    x = tf.convert_to_tensor(x, dtype_hint=chain.dtype)
     with record.stop_recording(), _plain_walks():
         out, ldj = _walk(chain, direction, ndims, kwargs, x)
         out, ldj = tf.identity(out), tf.identity(ldj)  # fresh tape outputs
