@@ -62,6 +62,15 @@ def _check_latent(dist, z):
                          f"{', '.join(map(str, expected))}]; got {shape}.")
 
 
+def _check_finite(t, what):
+    """Raises a ValueError if eager tensor `t` has NaN or Inf values."""
+    if tf.executing_eagerly() and t.dtype.is_floating:
+        bad = int(tf.size(t)) - int(tf.reduce_sum(
+            tf.cast(tf.math.is_finite(t), tf.int32)))
+        if bad:
+            raise ValueError(f"{what} contain {bad} NaN or Inf values.")
+
+
 def validate_images(dist, images, *, integer=True, bins=None):
     """Checks shape, dtype, finiteness and range; returns a float tensor.
 
@@ -189,15 +198,24 @@ def encode(dist, x, bijector_kwargs=None):
     Returns:
       :class:`Latents` with the flat latent (data's shape) and the per-level
       latents.
+
+    Raises:
+      ValueError: `x` of the wrong shape, or (eagerly) containing NaN or Inf.
     """
     x = tf.convert_to_tensor(x, dtype=dist.dtype)
+    _check_finite(x, "images")
     z, _ = inverse_and_log_det(dist.bijector, x, **(bijector_kwargs or {}))
     return Latents(z, _unpack(z, _metadata(dist).get("levels", [])))
 
 
 def decode(dist, z, bijector_kwargs=None):
     """Inverse of :func:`encode`: takes `Latents`, a flat latent, or a list of
-    per-level latents, and returns data in pixel units."""
+    per-level latents, and returns data in pixel units.
+
+    Raises:
+      ValueError: latents of the wrong shape, or (eagerly) containing NaN or
+        Inf.
+    """
     if isinstance(z, Latents):
         z = z.flat
     elif isinstance(z, (list, tuple)):
@@ -205,6 +223,7 @@ def decode(dist, z, bijector_kwargs=None):
                   _metadata(dist).get("levels", []))
     z = tf.convert_to_tensor(z, dtype=dist.dtype)
     _check_latent(dist, z)
+    _check_finite(z, "latents")
     return forward_and_log_det(dist.bijector, z, **(bijector_kwargs or {}))[0]
 
 
