@@ -34,6 +34,7 @@ entry per model, so models can be run in separate processes) and the table
 """
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -109,14 +110,15 @@ def _tfp_glow():
     return tfd.TransformedDistribution(base, pixels, name="tfp_glow")
 
 
-def build(name, seed=0):
-    """The model `name` as a :class:`Model`."""
+def build(name, seed=0, overrides=None):
+    """The model `name` as a :class:`Model` (`overrides`: builder keywords
+    that replace the defaults of ``CONFIGS``)."""
     keras.utils.set_random_seed(seed)
     if name == "tfp_glow":
         cfg = dict(num_glow_blocks=2, num_steps_per_block=8, num_hidden=128,
                    exit_networks=True)
         return Model(name, _tfp_glow(), 256, cfg)
-    cfg = dict(CONFIGS[name], num_bins=LEVELS)
+    cfg = dict(CONFIGS[name], num_bins=LEVELS, **(overrides or {}))
     if name == "glow":
         cfg["seed"] = seed
     builder = models.BUILDERS[name]
@@ -245,20 +247,21 @@ def sample_rate(model, n=1000, repeats=3):
     return n / float(np.median(times))
 
 
-def recipe_key(name, ema, warmup):
-    """Result key: the model name, plus the training recipe if not plain."""
-    parts = [name] + ([f"ema={ema:g}"] if ema else []) + (
+def recipe_key(name, ema, warmup, overrides=None):
+    """Result key: the model name, plus the recipe if not the default."""
+    parts = [name] + [f"{k}={v}" for k, v in sorted((overrides or {}).items())]
+    parts += ([f"ema={ema:g}"] if ema else []) + (
         [f"warmup={warmup}"] if warmup else [])
     return " ".join(parts)
 
 
-def run(name, steps, draws, seeds, ema=0.0, warmup=0):
+def run(name, steps, draws, seeds, ema=0.0, warmup=0, overrides=None):
     """Trains and evaluates `name` once per seed; returns the summary dict."""
     train_x, test_x = load_split()
     per_seed = []
     for seed in seeds:
-        model = build(name, seed)
-        print(f"{recipe_key(name, ema, warmup)} seed {seed}: "
+        model = build(name, seed, overrides)
+        print(f"{recipe_key(name, ema, warmup, overrides)} seed {seed}: "
               f"{num_params(model):,} parameters", flush=True)
         r = {"seed": seed}
         r.update(train(model, train_x, steps=steps, seed=seed, ema=ema,
@@ -330,8 +333,17 @@ def main(argv=None):
                    help="parameter EMA decay for evaluation (0: none)")
     p.add_argument("--warmup", type=int, default=0,
                    help="linear learning-rate warmup steps (0: none)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="builder keyword overriding the model's default "
+                        "configuration (Python literal), e.g. coupling='additive'")
     p.add_argument("--out", default=os.path.join(RESULTS, "digits_density"))
     args = p.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}.")
+        overrides[key] = ast.literal_eval(value)
     names = [m for m in args.models.split(",") if m]
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
@@ -349,8 +361,9 @@ def main(argv=None):
         "cpus": os.cpu_count()}
     for name in names:
         r = run(name, args.steps, args.draws, seeds, ema=args.ema,
-                warmup=args.warmup)
-        results.setdefault("runs", {})[recipe_key(name, args.ema, args.warmup)] = r
+                warmup=args.warmup, overrides=overrides)
+        key = recipe_key(name, args.ema, args.warmup, overrides)
+        results.setdefault("runs", {})[key] = r
         write(results, path_json, path_md)
     return results
 

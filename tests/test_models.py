@@ -138,9 +138,11 @@ def test_uniform_glow_scores_exactly_n_bits(n_bits):
 
 def test_uniform_nice_scores_exactly_8_bits():
     """A fresh NICE (rescale, flatten, additive couplings at zero, scaling at
-    one) over a uniform base on [0, 1)^D: exactly 8 bits/dim."""
+    one; the paper's model, so no data-initialised ActNorm) over a uniform
+    base on [0, 1)^D: exactly 8 bits/dim."""
     rng = np.random.default_rng(5)
-    nice = models.nice((8, 8, 1), hidden_units=16, num_hidden_layers=1)
+    nice = models.nice((8, 8, 1), hidden_units=16, num_hidden_layers=1,
+                       actnorm=False)
     dist = tfd.TransformedDistribution(_uniform(0.0, 1.0, [64]), nice.bijector)
     bpd = tfp_flows.bits_per_dim(dist, rng.integers(0, 256, size=(16, 8, 8, 1)))
     np.testing.assert_allclose(bpd, 8.0, atol=1e-5)  # float32 sum rounding
@@ -382,3 +384,18 @@ def test_perturbed_glow_differs_from_fresh():
     lp_fresh = fresh.log_prob(x)
     perturb(fresh, rng)
     assert not np.allclose(fresh.log_prob(x), lp_fresh)
+
+
+def test_nice_actnorm_standardises_the_first_batch():
+    """NICE's data-initialised ActNorm (default): after `initialize`, a fresh
+    model (couplings at zero, scaling at one) maps the first batch to latents
+    with zero mean and unit variance in every dimension."""
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 17, size=(256, 8, 8, 1)) + rng.random((256, 8, 8, 1))
+    nice = models.nice((8, 8, 1), hidden_units=16, num_hidden_layers=1,
+                       num_bins=17)
+    tfp_flows.initialize(nice, x.astype(np.float32))
+    z = nice.bijector.inverse(x.astype(np.float32)).numpy()
+    # float32 moments of 256 values: ~1e-6 relative rounding; 1e-3 is loose.
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(z.std(axis=0), 1.0, atol=1e-3)

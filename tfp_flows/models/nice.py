@@ -5,7 +5,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows import masks, networks
-from tfp_flows.bijectors import AdditiveCoupling, DiagonalScaling, PixelRescale
+from tfp_flows.bijectors import ActNorm, AdditiveCoupling, DiagonalScaling, PixelRescale
 from tfp_flows.models import _common
 
 tfb = tfp.bijectors
@@ -15,7 +15,7 @@ __all__ = ["nice"]
 
 def nice(event_shape, *, num_couplings=4, hidden_units=1000,
          num_hidden_layers=5, prior="logistic", n_bits=8, num_bins=None,
-         memory_efficient=False, dtype=tf.float32, name="nice"):
+         actnorm=True, memory_efficient=False, dtype=tf.float32, name="nice"):
     """Builds NICE: additive couplings with alternating partitions + scaling.
 
     Data -> latent: (for images) pixels divided by ``2**n_bits`` and flattened,
@@ -32,6 +32,12 @@ def nice(event_shape, *, num_couplings=4, hidden_units=1000,
       prior: ``'logistic'`` (the paper) or ``'gaussian'``.
       n_bits / num_bins: pixel range; ``n_bits=None`` for continuous data
         (no rescaling), e.g. 2-D toy densities.
+      actnorm: start with a data-initialised per-dimension `ActNorm` (not in
+        the paper). It standardises the input from the first batch, so
+        training starts at the prior's scale instead of spending thousands
+        of steps growing the diagonal scaling (on the digits, 1500 steps
+        without it end near the uniform model's 4.09 bits/dim). ``False``
+        gives the paper's model.
       memory_efficient: reversible gradients.
       dtype: float dtype.
       name: distribution name.
@@ -61,6 +67,9 @@ def nice(event_shape, *, num_couplings=4, hidden_units=1000,
         # latent [D] -> data [H, W, C].
         bijectors.append(tfb.Reshape(event_shape_out=shape,
                                      event_shape_in=[dim], name="flatten"))
+    if actnorm:
+        bijectors.append(ActNorm(dim, event_ndims=1, dtype=dtype,
+                                 name="actnorm"))
     for i in range(int(num_couplings)):
         mask = masks.checkerboard([dim], parity=i % 2)
         n_trans = int((mask == 0).sum())
@@ -73,7 +82,7 @@ def nice(event_shape, *, num_couplings=4, hidden_units=1000,
                   event_shape=list(shape), num_couplings=int(num_couplings),
                   hidden_units=int(hidden_units),
                   num_hidden_layers=int(num_hidden_layers), prior=prior,
-                  num_bins=bins, memory_efficient=bool(memory_efficient),
+                  num_bins=bins, actnorm=bool(actnorm), memory_efficient=bool(memory_efficient),
                   dtype=dtype.name, name=name)
     metadata = {"model": "nice", "config": config, "num_bins": bins,
                 "image_shape": shape, "levels": [], "num_classes": None}
