@@ -408,7 +408,12 @@ CATALOGUE = {
         ValueError, r"8x8 is not divisible by 16, which 4 Glow levels needs"),
     "levels_real_nvp_too_many_scales_for_8x8": (
         lambda g, m: models.real_nvp((8, 8, 1), num_scales=4, hidden_channels=4),
-        ValueError, r"checkerboard needs at least 2 pixels, got 1x1"),
+        ValueError, r"4 RealNVP scales are too many for a 8x8 image: the last "
+        r"scale would be 1x1"),
+    "dtype_int_model": (
+        lambda g, m: models.glow((8, 8, 1), num_levels=1, num_steps=1,
+                                 hidden_channels=4, dtype=tf.int32),
+        ValueError, "dtype must be a float dtype .* got int32"),
     "levels_glow_zero": (
         lambda g, m: models.glow((8, 8, 1), num_levels=0),
         ValueError, "num_levels and num_steps must be >= 1"),

@@ -3,6 +3,7 @@
 import itertools
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows import priors
@@ -21,6 +22,18 @@ def image_shape(shape, what="image_shape"):
         raise ValueError(f"{what} must be [H, W, C] with positive sizes, got "
                          f"{shape}.")
     return shape
+
+
+def float_dtype(dtype):
+    """`dtype` as a `tf.DType`; a clear ValueError unless it is a float."""
+    try:
+        dtype = tf.as_dtype(dtype)
+    except TypeError as e:
+        raise ValueError(f"dtype must be a float dtype, got {dtype!r}.") from e
+    if not dtype.is_floating:
+        raise ValueError(f"dtype must be a float dtype (float32, float64, ...), "
+                         f"got {dtype.name}.")
+    return dtype
 
 
 def check_divisible(shape, factor, what):

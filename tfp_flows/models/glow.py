@@ -76,7 +76,7 @@ def glow(image_shape, num_levels=3, num_steps=32, hidden_channels=512, *,
     bins = _common.num_bins_from(n_bits, num_bins)
     if bins is None:
         raise ValueError("glow models images: n_bits or num_bins is required.")
-    dtype = tf.as_dtype(dtype)
+    dtype = _common.float_dtype(dtype)
     seeds = _common.seed_stream(seed)
     policy = networks.policy_for(dtype)
 

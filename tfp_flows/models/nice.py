@@ -56,7 +56,7 @@ def nice(event_shape, *, num_couplings=4, hidden_units=1000,
         raise ValueError("NICE needs at least 2 couplings so that every "
                          "dimension is transformed.")
     bins = _common.num_bins_from(n_bits, num_bins)
-    dtype = tf.as_dtype(dtype)
+    dtype = _common.float_dtype(dtype)
     policy = networks.policy_for(dtype)
     bijectors = []
     if bins is not None:

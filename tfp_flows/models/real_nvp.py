@@ -45,10 +45,17 @@ def real_nvp(image_shape, num_scales=2, *, hidden_channels=64, num_blocks=4,
         raise ValueError(f"num_scales must be >= 1, got {num_scales}.")
     _common.check_divisible(shape, 2 ** (num_scales - 1),
                             f"{num_scales} RealNVP scales")
+    last = (shape[0] // 2 ** (num_scales - 1), shape[1] // 2 ** (num_scales - 1))
+    if last[0] * last[1] < 2:
+        raise ValueError(
+            f"{num_scales} RealNVP scales are too many for a {shape[0]}x"
+            f"{shape[1]} image: the last scale would be {last[0]}x{last[1]}, "
+            f"and its checkerboard couplings need at least 2 pixels; use at "
+            f"most {num_scales - 1} scales.")
     bins = _common.num_bins_from(n_bits, num_bins)
     if bins is None:
         raise ValueError("real_nvp models images: n_bits or num_bins is required.")
-    dtype = tf.as_dtype(dtype)
+    dtype = _common.float_dtype(dtype)
     policy = networks.policy_for(dtype)
 
     def coupling(mask, prefix):

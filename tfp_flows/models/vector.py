@@ -122,7 +122,7 @@ def vector_flow(event_shape, num_couplings=4, hidden_units=64,
     if mask_pattern not in ("alternate", "random"):
         raise ValueError(f"mask_pattern must be 'alternate' or 'random', got "
                          f"{mask_pattern!r}.")
-    dtype = tf.as_dtype(dtype)
+    dtype = _common.float_dtype(dtype)
     policy = networks.policy_for(dtype)
     layer_masks = _masks(dim, num_couplings, mask_pattern, seed)
     bijectors = []
