@@ -43,7 +43,7 @@ _EPOCHS = {"digits": 40}
 # as in benchmarks/digits_density.py).
 _DIGITS_ARGS = {
     "glow": dict(num_levels=2, num_steps=8, hidden_channels=128),
-    "real_nvp": dict(num_scales=2, hidden_channels=64, num_blocks=2),
+    "real_nvp": dict(num_scales=2, hidden_channels=48, num_blocks=1),
     "nice": dict(num_couplings=4, hidden_units=256, num_hidden_layers=3),
 }
 
