@@ -374,6 +374,9 @@ CATALOGUE = {
         lambda g, m: _fresh_flow_model().fit(_dataset(_images(shape=(0, 8, 8, 1))),
                                              verbose=0),
         ValueError, "the training dataset is empty"),
+    "empty_fit_dataset_initialised": (
+        lambda g, m: m.fit(_dataset(_images(shape=(0, 8, 8, 1))), verbose=0),
+        ValueError, "the training dataset is empty"),
     "empty_log_prob_uninitialised": (
         lambda g, m: _tiny_glow().log_prob(_images(shape=(0, 8, 8, 1))),
         ValueError, "cannot initialise from an empty batch"),

@@ -329,6 +329,9 @@ class FlowModel(keras.Model):
                 validate_images(self._distribution, images,
                                 integer=self.dequantize)
             callbacks.append(_InitializeActNorm(self, images, labels))
+        elif (isinstance(x, tf.data.Dataset) and
+              int(x.cardinality()) == 0):  # known empty: Keras would train nothing
+            raise ValueError("the training dataset is empty.")
         return super().fit(x, y, batch_size=batch_size, epochs=epochs,
                            callbacks=callbacks, **kwargs)
 
