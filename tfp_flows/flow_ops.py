@@ -62,11 +62,14 @@ def _check_latent(dist, z):
                          f"{', '.join(map(str, expected))}]; got {shape}.")
 
 
-def _check_finite(t, what):
-    """Raises a ValueError if eager tensor `t` has NaN or Inf values."""
-    if tf.executing_eagerly() and t.dtype.is_floating:
-        bad = int(tf.size(t)) - int(tf.reduce_sum(
-            tf.cast(tf.math.is_finite(t), tf.int32)))
+def _check_finite(values, what):
+    """Raises a ValueError if float array or eager tensor `values` has NaN or
+    Inf values (graph tensors are not checked)."""
+    if isinstance(values, tf.Tensor) and not tf.executing_eagerly():
+        return
+    arr = np.asarray(values)
+    if tf.as_dtype(arr.dtype).is_floating:
+        bad = int(arr.size - np.isfinite(arr).sum())
         if bad:
             raise ValueError(f"{what} contain {bad} NaN or Inf values.")
 
@@ -91,9 +94,7 @@ def validate_images(dist, images, *, integer=True, bins=None):
                              f"{', '.join(map(str, event))}]; got {arr.shape}.")
         if arr.size == 0:
             raise ValueError(f"got an empty batch of shape {arr.shape}.")
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            bad = int(np.size(arr) - np.isfinite(arr).sum())
-            raise ValueError(f"images contain {bad} NaN or Inf values.")
+        _check_finite(arr, "images")
         if bins is not None:
             lo, hi = float(arr.min()), float(arr.max())
             limit = bins - 1 if integer else bins
