@@ -1,4 +1,5 @@
-"""Coupling-network building blocks: the narrowing convolution's gradient."""
+"""Coupling-network building blocks: `conv2d_same`'s fast paths (tiny maps,
+narrowing convolutions) against `tf.nn.conv2d`, and GlowCNN on tiny maps."""
 
 import numpy as np
 import pytest
@@ -25,6 +26,12 @@ def _native(x, kernel):
     ((2, 5, 7, 9), 3, 2),      # odd, non-square spatial size
     ((2, 6, 6, 10), 5, 3),     # 5x5 kernel
     ((2, 4, 4, 3), 3, 8),      # widening: TensorFlow's own gradient
+    ((3, 2, 2, 5), 3, 7),      # tiny map: one dense matrix product
+    ((2, 1, 3, 4), 3, 2),      # tiny non-square map
+    ((2, 2, 2, 6), 5, 3),      # tiny map, kernel larger than the map
+    ((3, 4, 4, 40), 3, 4),     # small map, narrowing: tap-combine
+    ((2, 3, 5, 20), 3, 2),     # tap-combine on a non-square map
+    ((2, 4, 4, 12), 3, 4),     # small map, 9*c_out > c_in: custom gradient
 ])
 def test_conv2d_same_matches_tensorflow_in_value_and_gradient(shape, k, c_out):
     rng = np.random.default_rng(0)
@@ -50,3 +57,20 @@ def test_conv2d_same_gradient_with_unknown_spatial_size_and_xla():
         for a, b in zip(fn(x, kernel), want):
             # float32 sums of ~100 products: ~1e-6 relative; 1e-4 is loose.
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("spatial", [(2, 2), (1, 4), (4, 4)])
+def test_glow_cnn_small_map_path_matches_keras_layers(spatial):
+    """GlowCNN's matrix-product path on tiny maps gives the values of its own
+    Keras layers, with non-zero weights in every layer."""
+    net = networks.GlowCNN(6, hidden_channels=16)
+    x = tf.random.stateless_normal((5,) + spatial + (3,), seed=[0, 1])
+    net(x)
+    rng = np.random.default_rng(2)
+    for v in net.weights:
+        v.assign(rng.normal(size=v.shape) * 0.3)
+    want = x
+    for layer in net._stack:
+        want = layer(want)
+    # float32 sums of <= 150 products: ~1e-6 relative.
+    np.testing.assert_allclose(net(x).numpy(), want.numpy(), rtol=1e-5, atol=1e-5)

@@ -6,7 +6,10 @@ the identity map (Glow, Sec. 3.3). Any Keras layer or callable with the same
 input/output contract can be passed to a coupling instead.
 """
 
+import functools
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 __all__ = ["MLP", "GlowCNN", "ResNet", "ZeroConv2D", "ZeroDense", "conv2d_same",
@@ -15,25 +18,116 @@ __all__ = ["MLP", "GlowCNN", "ResNet", "ZeroConv2D", "ZeroDense", "conv2d_same",
 _register = keras.saving.register_keras_serializable(package="tfp_flows")
 
 
-def conv2d_same(x, kernel):
-    """``tf.nn.conv2d(x, kernel, 1, 'SAME')`` for an odd square kernel, with a
-    gradient that is faster when the convolution narrows the channels.
+# Small-map convolutions. Glow's deepest levels run 3x3 convolutions on maps of
+# 2x2 or 4x4 pixels, where TensorFlow's CPU convolution spends most of its time
+# on per-call setup and zero padding. Below these sizes `conv2d_same` uses
+# matrix products instead (same values up to float rounding; tested).
+_DENSE_MAX_POSITIONS = 4      # H*W up to which the conv is one dense matmul
+_COMBINE_MAX_POSITIONS = 16   # H*W up to which narrow convs use tap-combine
 
-    TensorFlow's CPU kernel for the filter gradient is slow when the output
-    has few channels (Glow's last coupling layer maps 512 channels to a few):
-    its reduction runs over ``N*H*W`` with a skinny ``c_in x c_out`` result.
-    Here the filter gradient is one matrix product,
-    ``x^T [c_in, NHW] @ patches(dy) [NHW, k*k*c_out]``, and the input gradient
-    a forward convolution of ``dy`` with the flipped, transposed kernel.
-    Same values as TensorFlow's gradient up to float rounding (tested); about
-    1.8-2.2x faster for the last layer of a Glow coupling on CPU
-    (benchmarks/throughput.py). Wide-output convolutions keep TensorFlow's
-    own gradient, which is faster there.
+
+def conv2d_same(x, kernel):
+    """``tf.nn.conv2d(x, kernel, 1, 'SAME')`` for an odd square kernel, faster
+    on the shapes of Glow's coupling networks.
+
+    * **Tiny maps** (static ``H*W <= 4``): the convolution is a linear map from
+      ``H*W*c_in`` to ``H*W*c_out`` numbers; it runs as one matrix product with
+      a matrix gathered from the kernel (:func:`_conv2d_dense`). On a 2x2 map
+      this skips the 5 of 9 taps that only see padding.
+    * **Narrowing convolutions on small maps** (static ``H*W <= 16`` and
+      ``k*k*c_out <= c_in``, e.g. the last layer of a coupling network): one
+      matrix product to ``k*k*c_out`` channels, then one product with a fixed
+      0/1 matrix that adds each tap's output at its shifted position
+      (:func:`_conv2d_tap_combine`).
+    * **Other narrowing convolutions** keep TensorFlow's forward pass with a
+      faster gradient: TensorFlow's CPU kernel for the filter gradient is slow
+      when the output has few channels (its reduction runs over ``N*H*W``
+      with a skinny ``c_in x c_out`` result). Here the filter gradient is one
+      matrix product, ``x^T [c_in, NHW] @ patches(dy) [NHW, k*k*c_out]``, and
+      the input gradient a forward convolution of ``dy`` with the flipped,
+      transposed kernel (1.8-2.2x faster for the last layer of a Glow coupling
+      on CPU).
+    * Everything else is ``tf.nn.conv2d`` with TensorFlow's own gradient.
+
+    All paths give TensorFlow's values and gradients up to float rounding
+    (tests/test_networks.py, float64). Timings: docs/performance.md.
     """
     k, c_in, c_out = int(kernel.shape[0]), int(kernel.shape[2]), int(kernel.shape[3])
-    if c_in <= c_out or k % 2 == 0 or k != int(kernel.shape[1]):
+    if k % 2 == 0 or k != int(kernel.shape[1]):
         return tf.nn.conv2d(x, kernel, strides=1, padding="SAME")
+    h, w = (x.shape[1], x.shape[2]) if x.shape.rank == 4 else (None, None)
+    positions = h * w if h is not None and w is not None else None
+    if k > 1 and positions is not None and positions <= _DENSE_MAX_POSITIONS:
+        return _conv2d_dense(x, kernel, h, w)
+    if c_in <= c_out:
+        return tf.nn.conv2d(x, kernel, strides=1, padding="SAME")
+    if (k > 1 and positions is not None and positions <= _COMBINE_MAX_POSITIONS
+            and k * k * c_out <= c_in):
+        return _conv2d_tap_combine(x, kernel, h, w)
     return _conv2d_narrowing(x, kernel)
+
+
+def _tap_targets(k, h, w):
+    """``(tap, input position, output position)`` for every kernel tap that
+    reads inside an ``h x w`` map under SAME padding (taps index ``i*k+j``)."""
+    p = k // 2
+    out = []
+    for i in range(k):
+        for j in range(k):
+            for y in range(h):
+                for x in range(w):
+                    yy, xx = y + i - p, x + j - p
+                    if 0 <= yy < h and 0 <= xx < w:
+                        out.append((i * k + j, yy * w + xx, y * w + x))
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _dense_index(k, h, w, c_in, c_out):
+    """Indices into ``[kernel.ravel(), 0]`` giving the ``[h*w*c_in, h*w*c_out]``
+    matrix of a SAME convolution on an ``h x w`` map."""
+    zero = k * k * c_in * c_out
+    index = np.full((h * w, c_in, h * w, c_out), zero, np.int32)
+    taps = np.arange(zero, dtype=np.int32).reshape(k * k, c_in, c_out)
+    for t, src, dst in _tap_targets(k, h, w):
+        index[src, :, dst, :] = taps[t]
+    index.setflags(write=False)
+    return index.reshape(h * w * c_in, h * w * c_out)
+
+
+def _conv2d_dense(x, kernel, h, w):
+    """SAME convolution on a tiny ``h x w`` map as one dense matrix product."""
+    k, c_in, c_out = (int(d) for d in kernel.shape[1:])
+    flat = tf.concat([tf.reshape(kernel, [-1]), tf.zeros([1], kernel.dtype)], 0)
+    matrix = tf.gather(flat, _dense_index(k, h, w, c_in, c_out))
+    y = tf.matmul(tf.reshape(x, [-1, h * w * c_in]), matrix)
+    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [c_out]], 0))
+
+
+@functools.lru_cache(maxsize=64)
+def _combine_matrix(k, h, w):
+    """0/1 matrix ``[h*w*k*k, h*w]``: row ``(input position, tap)`` adds into
+    column ``output position``."""
+    m = np.zeros((h * w, k * k, h * w), np.float64)
+    for t, src, dst in _tap_targets(k, h, w):
+        m[src, t, dst] = 1.0
+    m.setflags(write=False)
+    return m.reshape(h * w * k * k, h * w)
+
+
+def _conv2d_tap_combine(x, kernel, h, w):
+    """Narrowing SAME convolution on a small map: every tap at once as a
+    ``c_in -> k*k*c_out`` matrix product, then the taps' shifted outputs
+    summed by a product with a fixed 0/1 matrix."""
+    k, c_in, c_out = (int(d) for d in kernel.shape[1:])
+    taps = tf.reshape(tf.transpose(kernel, [2, 0, 1, 3]), [c_in, k * k * c_out])
+    z = tf.matmul(tf.reshape(x, [-1, c_in]), taps)        # [N*HW, k*k*c_out]
+    z = tf.reshape(z, [-1, h * w * k * k, c_out])         # [N, HW*k*k, c_out]
+    z = tf.reshape(tf.transpose(z, [0, 2, 1]), [-1, h * w * k * k])
+    combine = tf.constant(_combine_matrix(k, h, w), dtype=x.dtype)
+    y = tf.reshape(tf.matmul(z, combine), [-1, c_out, h * w])  # [N, c_out, HW]
+    y = tf.transpose(y, [0, 2, 1])
+    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [c_out]], 0))
 
 
 @tf.custom_gradient
@@ -225,6 +319,18 @@ class GlowCNN(_Stack):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.out_channels,)
+
+    def call(self, x):
+        conv_in, conv_hidden, conv_out = self._stack
+        if x.shape.rank == 4 and None not in x.shape[1:3] and \
+                x.shape[1] * x.shape[2] <= _DENSE_MAX_POSITIONS:
+            # A tiny map: the first 3x3 convolution as a matrix product too
+            # (Keras' Conv2D would call tf.nn.conv2d).
+            h = conv2d_same(x, conv_in.kernel)
+            h = tf.nn.relu(tf.nn.bias_add(h, conv_in.bias))
+        else:
+            h = conv_in(x)
+        return conv_out(conv_hidden(h))
 
     def get_config(self):
         return {**super().get_config(), "out_channels": self.out_channels,
