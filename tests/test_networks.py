@@ -74,3 +74,18 @@ def test_glow_cnn_small_map_path_matches_keras_layers(spatial):
         want = layer(want)
     # float32 sums of <= 150 products: ~1e-6 relative.
     np.testing.assert_allclose(net(x).numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,c_out", [((2, 2, 2, 6), 5), ((2, 4, 4, 40), 4)])
+def test_conv2d_same_small_map_paths_under_xla(shape, c_out):
+    """The dense and tap-combine paths (static shapes) compile with XLA and
+    give TensorFlow's values and gradients."""
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=shape), tf.float32)
+    kernel = tf.constant(rng.normal(size=(3, 3, shape[-1], c_out)) * 0.1, tf.float32)
+    want = _grads(_native, x, kernel)
+    fn = tf.function(lambda a, b: _grads(networks.conv2d_same, a, b),
+                     jit_compile=True)
+    for a, b in zip(fn(x, kernel), want):
+        # float32 sums of <= 360 products: ~1e-6 relative; 1e-4 is loose.
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
