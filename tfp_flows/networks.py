@@ -52,17 +52,18 @@ def conv2d_same(x, kernel):
     All paths give TensorFlow's values and gradients up to float rounding
     (tests/test_networks.py, float64). Timings: docs/performance.md.
     """
+    kernel = tf.convert_to_tensor(kernel)  # e.g. a Keras layer's (autocast) kernel
     k, c_in, c_out = int(kernel.shape[0]), int(kernel.shape[2]), int(kernel.shape[3])
     if k % 2 == 0 or k != int(kernel.shape[1]):
         return tf.nn.conv2d(x, kernel, strides=1, padding="SAME")
     h, w = (x.shape[1], x.shape[2]) if x.shape.rank == 4 else (None, None)
-    positions = h * w if h is not None and w is not None else None
-    if k > 1 and positions is not None and positions <= _DENSE_MAX_POSITIONS:
+    # Matrix-product paths need a static map size; positions=inf disables them.
+    positions = h * w if k > 1 and h is not None and w is not None else float("inf")
+    if positions <= _DENSE_MAX_POSITIONS:
         return _conv2d_dense(x, kernel, h, w)
     if c_in <= c_out:
         return tf.nn.conv2d(x, kernel, strides=1, padding="SAME")
-    if (k > 1 and positions is not None and positions <= _COMBINE_MAX_POSITIONS
-            and k * k * c_out <= c_in):
+    if positions <= _COMBINE_MAX_POSITIONS and k * k * c_out <= c_in:
         return _conv2d_tap_combine(x, kernel, h, w)
     return _conv2d_narrowing(x, kernel)
 
@@ -109,7 +110,7 @@ def _conv2d_dense(x, kernel, h, w):
     matrix = tf.reshape(tf.transpose(blocks, [0, 2, 1, 3]),
                         [h * w * c_in, h * w * c_out])
     y = tf.matmul(tf.reshape(x, [-1, h * w * c_in]), matrix)
-    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [c_out]], 0))
+    return tf.reshape(y, [-1, h, w, c_out])
 
 
 @functools.lru_cache(maxsize=64)
@@ -133,7 +134,7 @@ def _conv2d_tap_combine(x, kernel, h, w):
     z = tf.reshape(z, [-1, h * w * k * k, c_out])         # [N, HW*k*k, c_out]
     combine = tf.constant(_combine_matrix(k, h, w), dtype=x.dtype)
     y = tf.matmul(combine, z)                             # [N, HW, c_out]
-    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [c_out]], 0))
+    return tf.reshape(y, [-1, h, w, c_out])
 
 
 @tf.custom_gradient
@@ -328,14 +329,10 @@ class GlowCNN(_Stack):
 
     def call(self, x):
         conv_in, conv_hidden, conv_out = self._stack
-        if x.shape.rank == 4 and None not in x.shape[1:3] and \
-                x.shape[1] * x.shape[2] <= _DENSE_MAX_POSITIONS:
-            # A tiny map: the first 3x3 convolution as a matrix product too
-            # (Keras' Conv2D would call tf.nn.conv2d).
-            h = conv2d_same(x, conv_in.kernel)
-            h = tf.nn.relu(tf.nn.bias_add(h, conv_in.bias))
-        else:
-            h = conv_in(x)
+        # The first convolution goes through `conv2d_same` (Keras' Conv2D
+        # would always call tf.nn.conv2d), so it gets the small-map paths.
+        h = conv2d_same(x, conv_in.kernel)
+        h = tf.nn.relu(tf.nn.bias_add(h, conv_in.bias))
         return conv_out(conv_hidden(h))
 
     def get_config(self):
