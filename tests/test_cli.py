@@ -7,12 +7,13 @@ trained in-process per module; the other commands read it.
 
 import os
 import shutil
+import socket
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tfp_flows import cli, data, runs
+from tfp_flows import cli, data, recipes, runs
 
 TINY = ["--epochs", "1", "--batch-size", "32", "--verbose", "0",
         "--learning-rate", "0.005", "--warmup-steps", "5",
@@ -48,7 +49,11 @@ def test_train_writes_the_run_folder(run_dir):
     metrics = runs.read_json(os.path.join(run_dir, runs.METRICS))
     # One epoch of a tiny model beats the uniform model, log2(17) = 4.09 bits.
     assert 1.0 < metrics["test_bits_per_dim"] < np.log2(17)
-    assert metrics["epochs"] == 1 and metrics["optimizer_steps"] == 1438 // 32
+    assert metrics["epochs"] == 1
+    assert metrics["optimizer_steps"] == data.digits.SPLIT_SIZES["train"] // 32
+    # validation per epoch, test once: of the epoch chosen on validation
+    assert metrics["selected_epoch"] == 1
+    assert metrics["validation_bits_per_dim"] == metrics["history"][0]["validation_bits_per_dim"]
     config = runs.read_json(os.path.join(run_dir, runs.CONFIG))
     assert config["model"] == "glow" and config["dataset"] == "digits"
     assert config["model_config"]["num_steps"] == 1
@@ -172,3 +177,35 @@ def test_bad_settings_give_one_line_and_exit_1(capsys, tmp_path, argv, match):
         argv = argv + ["--out", str(tmp_path / "r")]
     _one_line_error(capsys, argv, 1, match)
     assert not os.path.exists(tmp_path / "r")  # nothing created
+
+
+def test_default_run_folder_is_model_and_dataset(tmp_path):
+    assert recipes.default_run_folder() == os.path.join("runs", "glow-digits")
+    assert recipes.default_run_folder("real_nvp", "fashion_mnist") == os.path.join(
+        "runs", "real_nvp-fashion-mnist")
+    images = tmp_path / "faces"
+    images.mkdir()
+    assert recipes.default_run_folder("nice", str(images) + os.sep) == os.path.join(
+        "runs", "nice-faces")
+    assert recipes.default_run_folder("glow", str(tmp_path / "x.npz")) == os.path.join(
+        "runs", "glow-x")
+
+
+def test_offline_mnist_without_files_fails_fast_with_one_line(tmp_path, monkeypatch, capsys):
+    """`tfp-flows train --dataset mnist` offline, without IDX files: one line
+    naming --data-dir after one short network probe; no run folder is left
+    behind (the default one would be runs/glow-mnist)."""
+    monkeypatch.chdir(tmp_path)
+    timeouts = []
+
+    def refuse(address, timeout=None, *args, **kwargs):
+        timeouts.append(timeout)
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    _one_line_error(capsys, ["train", "--dataset", "mnist", "--verbose", "0",
+                             "--model-arg", "num_steps=1", "--model-arg", "hidden_channels=8"],
+                    1, "--data-dir")
+    assert len(timeouts) == 1 and timeouts[0] <= 5
+    assert not os.path.exists(os.path.join("runs", "glow-mnist"))

@@ -109,7 +109,8 @@ def test_split_names_and_slicing():
     assert resolve("cifar10", "train[:90%]") == ("train[:90%]", True)
     assert resolve("imagenet64", "test[:50%] + train[:10]") == (
         "validation[:50%]+train[:10]", False)
-    for name, split in [("mnist", "validation"), ("imagenet32", "valid"), ("cifar10", "")]:
+    for name, split in [("mnist", "valid"), ("imagenet32", "valid"), ("cifar10", ""),
+                        ("mnist", "validation[:10]")]:
         with pytest.raises(ValueError, match="split"):
             resolve(name, split)
 
@@ -123,18 +124,18 @@ def test_digits_split_protocol_and_range():
     assert (meta.shape, meta.num_bins, meta.num_classes) == ((8, 8, 1), 17, 10)
     test_x, test_y = data.digits.arrays("test")
     train_x, _ = data.digits.arrays("train")
-    assert (len(train_x), len(test_x)) == (1438, 359)
+    assert (len(train_x), len(test_x)) == (1198, 359)
     from sklearn.datasets import load_digits
     full = load_digits()
     perm = np.random.default_rng(0).permutation(1797)
     np.testing.assert_array_equal(test_x[..., 0], full.images[perm[:359]])
     np.testing.assert_array_equal(test_y, full.target[perm[:359]])
     x = _images(data.load("digits", "train", batch_size=500, drop_remainder=False))
-    assert x.shape == (1438, 8, 8, 1) and x.dtype == np.float32
+    assert x.shape == (1198, 8, 8, 1) and x.dtype == np.float32
     assert x.min() == 0 and x.max() == 16
     np.testing.assert_array_equal(x, np.round(x))
-    # Default training pipeline: shuffled, full batches only (1438 // 64).
-    assert len(_batches(data.load("digits", "train", batch_size=64))) == 22
+    # Default training pipeline: shuffled, full batches only (1198 // 64).
+    assert len(_batches(data.load("digits", "train", batch_size=64))) == 18
 
 
 def test_digits_labels():
@@ -291,7 +292,8 @@ def test_info_and_package_exports():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(name="svhn"), "unknown dataset 'svhn'; choose one of: digits"),
-    (dict(split="valid"), "unknown split 'valid' for dataset 'digits'; valid splits: train, test"),
+    (dict(split="valid"),
+     "unknown split 'valid' for dataset 'digits'; valid splits: train, validation, test"),
     (dict(name="imagenet32", split="dev"), "valid splits: train, validation, test"),
     (dict(name="mnist", n_bits=0), "n_bits must be an integer in 1..8"),
     (dict(name="mnist", n_bits=9), "n_bits must be an integer in 1..8"),

@@ -215,7 +215,7 @@ def test_sigkill_mid_epoch_then_same_command_resumes_and_finishes(tmp_path):
         assert os.path.exists(os.path.join(out, name)), name
     metrics = runs.read_json(os.path.join(out, runs.METRICS))
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
-    assert metrics["optimizer_steps"] == 2 * (1438 // 8)
+    assert metrics["optimizer_steps"] == 2 * (data.digits.SPLIT_SIZES["train"] // 8)
     # The final checkpoint loads and gives finite densities.
     _, config, model, checkpoint = recipes.open_run(out)
     assert checkpoint.epoch == 2

@@ -10,7 +10,8 @@
     tfp-flows interpolate DIR [--pairs 4 --steps 8 --out FILE.png]
 
 A bare ``tfp-flows train`` trains Glow on the scikit-learn digits offline
-(:mod:`tfp_flows.recipes`) into ``runs/glow-digits``. An existing run folder
+(:mod:`tfp_flows.recipes`) into ``runs/glow-digits``; the default run folder
+is ``runs/<model>-<dataset>``. An existing run folder
 is resumed, never overwritten (:mod:`tfp_flows.runs`). Bad arguments and
 expected failures print one line, ``tfp-flows <command>: error: ...``, and
 exit with status 2 (arguments) or 1 (everything else), without a traceback.
@@ -96,8 +97,13 @@ def build_parser():
     p.add_argument("--model", choices=recipes.MODELS,
                    help="flow to train (default: glow)")
     p.add_argument("--dataset", help="dataset name (default: digits; also "
-                   "mnist, fashion_mnist, cifar10, celeb_a, imagenet32, "
-                   "imagenet64 through tensorflow-datasets)")
+                   "mnist and fashion_mnist from their IDX files with --data-dir, "
+                   "or cifar10, celeb_a, imagenet32, imagenet64 through "
+                   "tensorflow-datasets), or the PATH of a folder of PNG/JPEG "
+                   "images or a .npy/.npz file")
+    p.add_argument("--data-dir", help="folder holding the dataset's files "
+                   "(MNIST/Fashion-MNIST IDX files, or a tfds data dir); stored "
+                   "with the run, and may change when resuming")
     p.add_argument("--epochs", type=_positive_int,
                    help="total epochs (default: 40 on digits, 10 elsewhere); "
                    "raise it to extend a finished run")
@@ -109,7 +115,11 @@ def build_parser():
     p.add_argument("--n-bits", type=_positive_int,
                    help="bit depth of 8-bit datasets, 1..8 (default: 8)")
     p.add_argument("--image-size", type=_positive_int,
-                   help="image side for celeb_a (default: 64)")
+                   help="image side for celeb_a (default: 64) and for your own "
+                   "images (centre crop, then resize)")
+    p.add_argument("--skip-bad-files", action="store_true", default=None,
+                   help="for a folder of images: skip corrupt files (listed in a "
+                   "warning) instead of stopping")
     p.add_argument("--model-arg", type=_model_arg, action="append",
                    metavar="KEY=VALUE",
                    help="builder argument, repeatable, e.g. --model-arg "
@@ -117,8 +127,8 @@ def build_parser():
     p.add_argument("--seed", type=_int, help="default: 0")
     p.add_argument("--temperature", type=_float(0.0, False),
                    help="temperature of samples.png (default: 0.7)")
-    p.add_argument("--out", default=os.path.join("runs", "glow-digits"),
-                   help="run folder (default: runs/glow-digits)")
+    p.add_argument("--out", help="run folder (default: runs/<model>-<dataset>, "
+                   "e.g. runs/glow-digits)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2),
                    help="Keras verbosity: 1 progress bar (default on a "
                    "terminal), 2 one line per epoch (default otherwise)")
@@ -136,6 +146,7 @@ def build_parser():
     p.add_argument("dir", help="run folder")
     p.add_argument("--dataset", help="default: the run's dataset")
     p.add_argument("--split", default="test", help="default: test")
+    p.add_argument("--data-dir", help="default: the run's")
     p.add_argument("--draws", type=_positive_int, default=3,
                    help="dequantisation noise draws to average (default: 3)")
     p.add_argument("--seed", type=_int, default=0)
@@ -175,14 +186,20 @@ def _warn(message):
 # -- commands -----------------------------------------------------------------------
 def _train(args):
     keys = ("model", "dataset", "epochs", "batch_size", "learning_rate",
-            "warmup_steps", "n_bits", "image_size", "seed", "temperature")
+            "warmup_steps", "n_bits", "image_size", "skip_bad_files", "seed",
+            "temperature")
     requested = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.model_arg:
         requested["model_args"] = dict(args.model_arg)
+    if "dataset" in requested and data.files.is_path(requested["dataset"]):
+        requested["dataset"] = os.path.abspath(requested["dataset"])
+    if args.data_dir is not None:
+        requested["data_dir"] = os.path.abspath(args.data_dir)
     verbose = args.verbose
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    recipes.train(args.out, requested, verbose=verbose, log=_say)
+    out = args.out or recipes.default_run_folder(args.model, args.dataset)
+    recipes.train(out, requested, verbose=verbose, log=_say)
 
 
 def _open(path):
@@ -213,7 +230,9 @@ def _evaluate(args):
             f"the model of {args.dir} takes {'x'.join(map(str, event))} images "
             f"with {bins:g} levels; {info.name} gives "
             f"{'x'.join(map(str, info.shape))} images with {info.num_bins} levels.")
-    ds = data.load(info.name, args.split, 256, n_bits=n_bits, image_size=image_size)
+    data_dir = args.data_dir or (config.get("data_dir") if same else None)
+    ds = data.load(info.name, args.split, 256, n_bits=n_bits, image_size=image_size,
+                   data_dir=data_dir)
     bpd = recipes.evaluate_bits_per_dim(model, ds, args.draws, args.seed)
     _say(f"{bpd:.4f} bits/dim on {info.name} '{args.split}' (checkpoint of "
          f"epoch {checkpoint.epoch}, mean over {args.draws} dequantisation draws)")

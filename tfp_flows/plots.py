@@ -58,14 +58,15 @@ def save_image_grid(images, num_bins, path, num_cols=None, min_size=256,
     return grid
 
 
-def save_training_curve(history, path, title=""):
-    """Plots bits/dim per epoch (train and test) into a PNG.
+def save_training_curve(history, path, title="", selected_epoch=None):
+    """Plots bits/dim per epoch (train and validation) into a PNG.
 
     Args:
       history: list of dicts with ``epoch``, ``train_bits_per_dim`` and
-        ``test_bits_per_dim`` (either may be None).
+        ``validation_bits_per_dim`` (either may be None).
       path: output ``.png`` file.
       title: plot title.
+      selected_epoch: the epoch chosen on validation, marked on the plot.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
     from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
@@ -74,19 +75,19 @@ def save_training_curve(history, path, title=""):
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     for key, label in (("train_bits_per_dim", "train"),
-                       ("test_bits_per_dim", "test")):
+                       ("validation_bits_per_dim", "validation")):
         points = [(h["epoch"], h[key]) for h in history
                   if h.get(key) is not None and np.isfinite(h[key])]
         if points:
             x, y = zip(*points)
             ax.plot(x, y, marker="." if len(points) < 30 else None, label=label)
-    if history:
-        last = history[-1].get("test_bits_per_dim")
-        if last is not None:
-            ax.axhline(last, color="grey", linewidth=0.5, linestyle=":")
-            ax.annotate(f"epoch {history[-1]['epoch']}: test {last:.3f}",
-                        (history[-1]["epoch"], last), textcoords="offset points",
-                        xytext=(-110, 8))
+    chosen = next((h for h in history if h["epoch"] == selected_epoch), None)
+    value = None if chosen is None else chosen.get("validation_bits_per_dim")
+    if value is not None:
+        ax.axvline(selected_epoch, color="grey", linewidth=0.5, linestyle=":")
+        ax.annotate(f"epoch {selected_epoch}: validation {value:.3f}",
+                    (selected_epoch, value), textcoords="offset points",
+                    xytext=(-150, 12))
     ax.set_xlabel("epoch")
     ax.set_ylabel("bits/dim (dequantised)")
     ax.set_title(title)

@@ -26,14 +26,16 @@ from tfp_flows import data, models, plots, runs
 from tfp_flows.training import FlowModel, LinearWarmup
 from tfp_flows.training.guards import NaNGuard, TrainingDivergedError
 
-__all__ = ["DEFAULTS", "MODELS", "model_args_for", "new_config", "build_model",
+__all__ = ["DEFAULTS", "MODELS", "default_run_folder", "model_args_for",
+           "new_config", "build_model",
            "datasets", "train", "open_run", "evaluate_bits_per_dim", "finalize"]
 
 MODELS = ("glow", "real_nvp", "nice")
 
 DEFAULTS = dict(model="glow", dataset="digits", n_bits=8, image_size=None,
-                batch_size=64, learning_rate=1e-3, warmup_steps=100, seed=0,
-                temperature=0.7, eval_draws=3, keep_checkpoints=3)
+                data_dir=None, skip_bad_files=False, batch_size=64, learning_rate=1e-3,
+                warmup_steps=100, seed=0, temperature=0.7, eval_draws=3,
+                keep_checkpoints=3)
 
 # Epochs of the default recipe on digits (40 x 22 steps of batch 64); other
 # datasets default to 10 epochs.
@@ -99,8 +101,19 @@ def model_args_for(model, info, overrides=None):
     return args
 
 
+def default_run_folder(model=None, dataset=None):
+    """``runs/<model>-<dataset>``; a dataset given as a path is named by its
+    file or folder name (``runs/glow-faces`` for ``~/data/faces/``)."""
+    model = model or DEFAULTS["model"]
+    dataset = dataset or DEFAULTS["dataset"]
+    if data.files.is_path(dataset):
+        dataset = os.path.splitext(os.path.basename(os.path.normpath(dataset)))[0]
+    return os.path.join("runs", f"{model}-{dataset.replace('_', '-')}")
+
+
 def _dataset_info(config):
-    info = data.info(config["dataset"], config["n_bits"], config["image_size"])
+    info = data.info(config["dataset"], config["n_bits"], config["image_size"],
+                     skip_bad=config.get("skip_bad_files", False))
     if info.kind != "image":
         raise ValueError(f"'{info.name}' is 2-D toy data; tfp-flows train fits "
                          "image models (see examples/nice_toy2d.py for flows "
@@ -151,11 +164,14 @@ def datasets(config, first_epoch=0, split="train"):
     return data.load(config["dataset"], split,
                      config["batch_size"] if training else _EVAL_BATCH,
                      n_bits=config["n_bits"], image_size=config["image_size"],
+                     data_dir=config.get("data_dir"),
+                     skip_bad=config.get("skip_bad_files", False),
                      seed=config["seed"] + first_epoch if training else None)
 
 
 def open_run(path, log=None):
-    """Loads the latest intact checkpoint of a run.
+    """Loads a run's model: the checkpoint with the lowest validation
+    bits/dim, else the latest intact one.
 
     Returns:
       ``(folder, config, model, checkpoint)``.
@@ -166,7 +182,7 @@ def open_run(path, log=None):
     """
     folder = runs.RunFolder(path, log)
     config = folder.read_config()
-    checkpoint = folder.latest_checkpoint()
+    checkpoint = folder.best_checkpoint() or folder.latest_checkpoint()
     if checkpoint is None:
         raise runs.RunError(f"{path} has no checkpoint yet; train it first "
                             f"(tfp-flows train --out {path}).")
@@ -183,8 +199,8 @@ def evaluate_bits_per_dim(model, dataset, draws=3, seed=0):
     return float(np.mean(values))
 
 
-def train(path, requested, *, train_data=None, test_data=None, verbose=1,
-          log=print):
+def train(path, requested, *, train_data=None, validation_data=None,
+          test_data=None, verbose=1, log=print):
     """Trains (or resumes) a run in folder `path`, then writes its outputs.
 
     Args:
@@ -192,9 +208,14 @@ def train(path, requested, *, train_data=None, test_data=None, verbose=1,
       requested: settings the user gave (keys of :data:`DEFAULTS`, plus
         ``epochs`` and ``model_args``); the others keep their defaults, or
         the stored values when resuming.
-      train_data, test_data: override the pipelines (tests; a poisoned batch).
+      train_data, validation_data, test_data: override the pipelines (tests;
+        a poisoned batch).
       verbose: Keras verbosity (1: progress bar, 2: a line per epoch).
       log: function receiving progress lines.
+
+    Every epoch is scored on the validation split; the checkpoint with the
+    lowest validation bits/dim becomes the run's model, and only that one is
+    scored on the test split, once, when training ends.
 
     Returns:
       The metrics dict written to ``metrics.json``.
@@ -222,16 +243,19 @@ def train(path, requested, *, train_data=None, test_data=None, verbose=1,
         if config["epochs"] < start:
             raise runs.RunError(f"{path} has already trained {start} epochs; "
                                 f"--epochs {config['epochs']} is fewer.")
+    if validation_data is None and start < config["epochs"]:
+        # before the folder is written: missing data fails without a trace
+        validation_data = datasets(config, split="validation")
     if config != stored:
         folder.write_config(config)
     if checkpoint is not None and start == config["epochs"]:
         metrics = _finished(folder, start)
         if metrics is not None:
             log(f"{path} is complete after epoch {start} (test bits/dim "
-                f"{metrics['test_bits_per_dim']:.4f}); raise --epochs to train "
-                "it further.")
+                f"{metrics['test_bits_per_dim']:.4f} at epoch "
+                f"{metrics.get('selected_epoch', start)}); raise --epochs to "
+                "train it further.")
             return metrics
-    test_data = test_data if test_data is not None else datasets(config, split="test")
     if start < config["epochs"]:
         log(f"{'resuming' if start else 'training'} {config['model']} on "
             f"{config['dataset']} in {path}: epochs {start + 1}..{config['epochs']}"
@@ -242,7 +266,7 @@ def train(path, requested, *, train_data=None, test_data=None, verbose=1,
         t0 = time.perf_counter()
         model.fit(train_data if train_data is not None else datasets(config, start),
                   epochs=config["epochs"], initial_epoch=start,
-                  validation_data=test_data, shuffle=False, verbose=verbose,
+                  validation_data=validation_data, shuffle=False, verbose=verbose,
                   callbacks=[LinearWarmup(config["learning_rate"],
                                           config["warmup_steps"]),
                              guard, writer])
@@ -257,6 +281,8 @@ def train(path, requested, *, train_data=None, test_data=None, verbose=1,
         history = writer.history
         log(f"trained {config['epochs'] - start} epochs in "
             f"{time.perf_counter() - t0:.0f} s")
+    if test_data is None:
+        test_data = datasets(config, split="test")
     return finalize(folder, config, model, history, test_data, log)
 
 
@@ -274,12 +300,20 @@ def _finished(folder, epoch):
 
 
 def finalize(folder, config, model, history, test_data, log=print):
-    """Writes metrics.json, samples.png, training_curve.png, saved_model/.
+    """Scores the selected model on the test split and writes metrics.json,
+    samples.png, training_curve.png and saved_model/.
 
-    Every output is recomputed from the final checkpoint's model, so running
-    it again (e.g. after a kill during export) gives the same files.
+    The selected model is the checkpoint with the lowest validation bits/dim
+    (the last epoch when no epoch was validated). Every output is recomputed
+    from it, so running this again (e.g. after a kill during export) gives
+    the same files.
     """
     epoch = history[-1]["epoch"] if history else 0
+    best = folder.best_checkpoint()
+    selected = epoch
+    if best is not None and best.epoch != epoch:
+        folder.restore(model, best)
+        selected = best.epoch
     test_bpd = evaluate_bits_per_dim(model, test_data, config["eval_draws"],
                                      config["seed"])
     dist = model.distribution
@@ -288,30 +322,41 @@ def finalize(folder, config, model, history, test_data, log=print):
                           folder.file(runs.SAMPLES))
     plots.save_training_curve(
         history, folder.file(runs.CURVE),
-        f"{config['model']} on {config['dataset']}")
+        f"{config['model']} on {_display_name(config['dataset'])}",
+        selected_epoch=selected)
     export_path = folder.file(runs.SAVED_MODEL)
     try:
         previous = runs.read_json(folder.file(runs.METRICS), "metrics")
     except runs.RunError:  # none yet, or cut short by a kill
         previous = {}
-    if not (os.path.exists(export_path) and previous.get("exported_epoch") == epoch):
+    if not (os.path.exists(export_path) and previous.get("exported_epoch") == epoch
+            and previous.get("selected_epoch", epoch) == selected):
         if os.path.exists(export_path):
             log(f"replacing {export_path} (the model of epoch "
-                f"{previous.get('exported_epoch', '?')}) with the model of "
-                f"epoch {epoch}")
+                f"{previous.get('selected_epoch', previous.get('exported_epoch', '?'))})"
+                f" with the model of epoch {selected}")
         tfp_flows.export(model, export_path, overwrite=True)
-    last = history[-1] if history else {}
+    chosen = next((h for h in history if h["epoch"] == selected), {})
     metrics = {
         "test_bits_per_dim": test_bpd,
-        "test_bits_per_dim_last_epoch": last.get("test_bits_per_dim"),
-        "train_bits_per_dim_last_epoch": last.get("train_bits_per_dim"),
+        "selected_epoch": selected,
+        "selection": "lowest validation bits/dim over the epochs",
+        "validation_bits_per_dim": chosen.get("validation_bits_per_dim"),
+        "train_bits_per_dim": chosen.get("train_bits_per_dim"),
         "epochs": epoch,
-        "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "optimizer_steps": history[-1].get("optimizer_steps") if history else 0,
         "num_params": int(model.count_params()),
+        "train_seconds": float(sum(h.get("seconds") or 0.0 for h in history)),
         "eval_draws": config["eval_draws"], "model": config["model"],
         "dataset": config["dataset"], "exported_epoch": epoch,
         "history": history}
     runs.write_json(folder.file(runs.METRICS), metrics)
-    log(f"test bits/dim: {test_bpd:.4f} ({config['dataset']}, mean over "
+    log(f"test bits/dim: {test_bpd:.4f} ({_display_name(config['dataset'])}, "
+        f"epoch {selected} of {epoch}, chosen on validation; mean over "
         f"{config['eval_draws']} dequantisation draws); outputs in {folder.path}")
     return metrics
+
+
+def _display_name(dataset):
+    return os.path.basename(os.path.normpath(dataset)) if data.files.is_path(dataset) \
+        else dataset

@@ -6,10 +6,12 @@ Layout of a run folder (written by ``tfp-flows train``)::
     config.json              settings that rebuild the run (never overwritten)
     checkpoints/
       epoch-0007.weights.h5  Keras weights: the flow and the optimizer state
-      epoch-0007.json        its manifest: epoch, size, SHA-256, history
-    metrics.json             final figures, e.g. test_bits_per_dim
+      epoch-0007.json        its manifest: epoch, size, SHA-256, history,
+                             validation bits/dim
+    metrics.json             final figures: test_bits_per_dim (once, of the
+                             epoch with the lowest validation bits/dim)
     samples.png              sample grid
-    training_curve.png       bits/dim per epoch, train and test
+    training_curve.png       bits/dim per epoch, train and validation
     saved_model/             the exported SavedModel (tfp_flows.export)
 
 **Crash safety.** A checkpoint is written to a temporary file, flushed to
@@ -17,7 +19,9 @@ disk and renamed into place; its manifest is written the same way *after*
 it. A checkpoint counts only once its manifest exists, so a process killed at
 any instant (even with SIGKILL) leaves either the new checkpoint complete or
 the previous one as the latest. Every manifest carries the per-epoch history,
-so the training curve resumes with the weights.
+so the training curve resumes with the weights. Besides the last ``keep``
+checkpoints, the one with the lowest validation bits/dim so far is kept: the
+run's final model (:meth:`RunFolder.best_checkpoint`).
 
 **Corruption.** Before loading, the weights file's size and SHA-256 are
 compared with the manifest. A truncated or altered file is reported by name
@@ -32,6 +36,7 @@ import json
 import os
 import re
 import sys
+import time
 
 import keras
 
@@ -51,7 +56,7 @@ CHECKPOINTS = "checkpoints"
 
 # Settings that define a run; resuming with a different value is an error.
 # (``epochs`` may change: raising it extends a finished run.)
-FIXED_KEYS = ("model", "dataset", "n_bits", "image_size", "model_args",
+FIXED_KEYS = ("model", "dataset", "n_bits", "image_size", "skip_bad_files", "model_args",
               "batch_size", "learning_rate", "warmup_steps", "seed")
 
 _NAME = re.compile(r"^epoch-(\d{4,})\.json$")
@@ -113,7 +118,8 @@ def resolve_config(stored, requested, path):
       path: the run folder, for messages.
 
     Returns:
-      ``stored`` with ``epochs`` replaced if requested.
+      ``stored`` with ``epochs`` and ``data_dir`` (where the files are on
+      this machine) replaced if requested.
 
     Raises:
       RunError: a setting of `FIXED_KEYS` differs from the stored one. (That
@@ -137,8 +143,9 @@ def resolve_config(stored, requested, path):
             f"{'; '.join(diffs)}. Resume it without those options, or choose "
             "another --out.")
     config = dict(stored)
-    if "epochs" in requested:
-        config["epochs"] = requested["epochs"]
+    for key in ("epochs", "data_dir"):  # may change between invocations
+        if key in requested:
+            config[key] = requested[key]
     return config
 
 
@@ -300,17 +307,47 @@ class RunFolder:
         optimizer = getattr(model, "optimizer", None)
         steps = (int(keras.ops.convert_to_numpy(optimizer.iterations))
                  if optimizer is not None else None)
+        last = history[-1] if history else {}
         manifest = {"format": 1, "epoch": int(epoch),
                     "file": os.path.basename(path),
                     "bytes": os.path.getsize(path), "sha256": _sha256(path),
-                    "optimizer_steps": steps, "history": list(history)}
+                    "optimizer_steps": steps, "history": list(history),
+                    "validation_bits_per_dim": last.get("validation_bits_per_dim")}
         write_json(path[:-len(".weights.h5")] + ".json", manifest)
         self._prune(keep)
         return Checkpoint(int(epoch), path, manifest)
 
+    @staticmethod
+    def _validation_of(manifest_path):
+        try:
+            value = read_json(manifest_path).get("validation_bits_per_dim")
+        except RunError:
+            return None
+        return value if isinstance(value, (int, float)) else None
+
+    def best_checkpoint(self):
+        """The intact checkpoint with the lowest validation bits/dim (the
+        latest among equals), or None when no manifest records one."""
+        best = None
+        for epoch, manifest_path in self._manifests():  # newest first
+            value = self._validation_of(manifest_path)
+            if value is None or (best is not None and value >= best[0]):
+                continue
+            checkpoint, reason = self.verify(epoch, manifest_path)
+            if checkpoint is None:
+                self.log(f"warning: skipping a bad checkpoint: {reason}.")
+                continue
+            best = (value, checkpoint)
+        return None if best is None else best[1]
+
     def _prune(self, keep):
         manifests = self._manifests()
+        scored = [(v, -e) for e, m in manifests
+                  if (v := self._validation_of(m)) is not None]
+        best_epoch = -min(scored)[1] if scored else None
         for epoch, manifest_path in manifests[max(1, int(keep)):]:
+            if epoch == best_epoch:
+                continue  # the run's best model so far
             os.remove(manifest_path)
             if os.path.exists(self._weights_path(epoch)):
                 os.remove(self._weights_path(epoch))
@@ -322,8 +359,8 @@ class RunFolder:
 class CheckpointWriter(keras.callbacks.Callback):
     """Saves a checkpoint of the run at the end of every epoch.
 
-    Keeps the per-epoch history (train and test bits/dim, learning rate) in
-    the manifests. Nothing is saved once ``guard`` (a
+    Keeps the per-epoch history (train and validation bits/dim, learning
+    rate) in the manifests. Nothing is saved once ``guard`` (a
     :class:`tfp_flows.training.NaNGuard`) has seen a failure, or when any
     weight is not finite: the last good checkpoint stays the latest.
 
@@ -340,6 +377,10 @@ class CheckpointWriter(keras.callbacks.Callback):
         self.folder, self.guard, self.keep = folder, guard, int(keep)
         self.history = list(history)
         self.last = None
+        self._started = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -354,7 +395,11 @@ class CheckpointWriter(keras.callbacks.Callback):
 
         self.history.append({
             "epoch": epoch + 1, "train_bits_per_dim": value("bits_per_dim"),
-            "test_bits_per_dim": value("val_bits_per_dim"),
-            "learning_rate": value("learning_rate")})
+            "validation_bits_per_dim": value("val_bits_per_dim"),
+            "learning_rate": value("learning_rate"),
+            "optimizer_steps": int(keras.ops.convert_to_numpy(
+                self.model.optimizer.iterations)),
+            "seconds": (time.perf_counter() - self._started
+                        if self._started is not None else None)})
         self.last = self.folder.save_checkpoint(self.model, epoch + 1,
                                                 self.history, self.keep)

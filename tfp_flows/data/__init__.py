@@ -6,10 +6,18 @@ Datasets:
 * Offline: ``'digits'`` (scikit-learn, 8x8x1, 17 levels; the default),
   and the 2-D toy densities ``'two_moons'``, ``'eight_gaussians'``,
   ``'checkerboard'``, ``'spirals'`` (continuous, for vector flows).
-* TensorFlow Datasets (downloaded on first use): ``'mnist'``,
+* MNIST and Fashion-MNIST from their original IDX files:
+  ``load("mnist", split, data_dir=DIR)`` (:mod:`~tfp_flows.data.idx`).
+* Your own images: a folder of PNG/JPEG files or a ``.npy``/``.npz`` array,
+  named by its path (:mod:`~tfp_flows.data.files`).
+* TensorFlow Datasets (prepared, or downloaded when online): ``'mnist'``,
   ``'fashion_mnist'``, ``'cifar10'``, ``'celeb_a'`` (148x148 centre crop,
   resized to ``image_size``), ``'imagenet32'`` and ``'imagenet64'``
   (tfds ``downsampled_imagenet/32x32`` and ``/64x64``, also accepted as names).
+
+Every image dataset has three disjoint splits, ``'train'``, ``'validation'``
+and ``'test'``. Choose epochs, schedules and architectures on
+``'validation'``; evaluate ``'test'`` once, at the end.
 
 Image pipelines yield quantised pixels, float32 integer values in
 ``[0, num_bins)``, shape ``[B, H, W, C]``; `tfp_flows.training.FlowModel`
@@ -21,25 +29,34 @@ Example:
   17
 """
 
-from tfp_flows.data import common, digits, tfds_images, toy2d
-from tfp_flows.data.common import DatasetInfo
+import os
 
-__all__ = ["load", "info", "DatasetInfo", "DATASETS", "DEFAULT_DATASET",
-           "common", "digits", "tfds_images", "toy2d"]
+from tfp_flows.data import common, digits, files, idx, tfds_images, toy2d
+from tfp_flows.data.common import DatasetInfo
+from tfp_flows.data.tfds_images import DataUnavailableError
+
+__all__ = ["load", "info", "DatasetInfo", "DataUnavailableError", "DATASETS",
+           "DEFAULT_DATASET", "common", "digits", "files", "idx", "tfds_images",
+           "toy2d"]
 
 DEFAULT_DATASET = "digits"
 DATASETS = ("digits",) + toy2d.DATASETS + tfds_images.DATASETS
 
 
 def _canonical(name):
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
     if not isinstance(name, str):
         raise ValueError(f"dataset name must be a string, got {name!r}; choose "
-                         f"one of: {', '.join(DATASETS)}.")
+                         f"one of: {', '.join(DATASETS)}, or a path.")
+    if files.is_path(name):
+        return name
     key = name.strip().lower().replace("-", "_")
     key = tfds_images.ALIASES.get(key, key)
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of: "
-                         f"{', '.join(DATASETS)}.")
+                         f"{', '.join(DATASETS)}, or the path of an image "
+                         "folder or a .npy/.npz file.")
     return key
 
 
@@ -49,14 +66,18 @@ def _check_full_depth(name, n_bits, why):
                          f"n_bits=8, got {n_bits!r}.")
 
 
-def info(name, n_bits=8, image_size=None):
+def info(name, n_bits=8, image_size=None, *, skip_bad=False):
     """Describes a dataset as `load` would yield it.
 
     Args:
-      name: dataset name (see `DATASETS`).
-      n_bits: bit depth for the 8-bit tfds datasets (1..8); must stay 8 for
+      name: dataset name (see `DATASETS`), or the path of an image folder
+        or ``.npy``/``.npz`` file (read to learn its shape).
+      n_bits: bit depth for 8-bit datasets (1..8); must stay 8 for
         ``'digits'`` (17 levels) and the continuous toy densities.
-      image_size: output side for ``'celeb_a'`` (default 64); None elsewhere.
+      image_size: output side for ``'celeb_a'`` (default 64) and for your
+        own images (centre crop and resize); None elsewhere.
+      skip_bad: for a folder of images, skip corrupt files with a warning
+        instead of raising.
 
     Returns:
       A `DatasetInfo`: event ``shape``, ``num_bins`` (``2**n_bits``, 17 for
@@ -68,6 +89,8 @@ def info(name, n_bits=8, image_size=None):
     """
     name = _canonical(name)
     common.check_n_bits(n_bits)
+    if files.is_path(name):
+        return files.info(name, n_bits, image_size, skip_bad=skip_bad)
     if name in tfds_images.DATASETS:
         return tfds_images.info(name, n_bits, image_size)
     if image_size is not None:
@@ -83,7 +106,7 @@ def info(name, n_bits=8, image_size=None):
 def load(name, split, batch_size, n_bits=8, *, image_size=None, with_labels=False,
          dequantize=False, shuffle=None, shuffle_buffer=None, seed=None,
          drop_remainder=None, num_examples=None, infinite=False, data_dir=None,
-         download=True, with_info=False):
+         download=True, skip_bad=False, with_info=False):
     """A batched, prefetched `tf.data` pipeline over a named dataset.
 
     Training splits (``'train'``, or tfds slices of it only) are shuffled,
@@ -94,9 +117,9 @@ def load(name, split, batch_size, n_bits=8, *, image_size=None, with_labels=Fals
     Args:
       name: dataset name, one of `DATASETS` (``'digits'`` is the default of
         the command line).
-      split: ``'train'`` or ``'test'`` (mapped to each dataset's held-out
-        split, e.g. ``'validation'`` for downsampled ImageNet); tfds datasets
-        also take their own split names and slicing, e.g. ``'train[:90%]'``.
+      split: ``'train'``, ``'validation'`` or ``'test'`` (disjoint; see
+        each dataset's module for how validation is held out); tfds datasets
+        also take slicing of their whole splits, e.g. ``'train[:90%]'``.
       batch_size: examples per batch (int > 0).
       n_bits: bit depth of 8-bit tfds images, 1..8 (``num_bins = 2**n_bits``);
         must stay 8 for digits (17 levels) and toy data.
@@ -115,8 +138,12 @@ def load(name, split, batch_size, n_bits=8, *, image_size=None, with_labels=Fals
         as ``shuffle``).
       num_examples: size of a toy split (default 20000 train, 5000 test).
       infinite: toy data only: stream fresh batches forever.
-      data_dir: tfds data directory (ignored by offline datasets).
-      download: let tfds download and prepare missing data.
+      data_dir: a folder with MNIST/Fashion-MNIST's IDX files, or a tfds data
+        directory (ignored by digits, toy data and paths).
+      download: let tfds download and prepare missing data (after checking,
+        in seconds, that its server is reachable).
+      skip_bad: for a folder of images, skip corrupt files with a warning
+        instead of raising.
       with_info: also return the dataset's `DatasetInfo`.
 
     Returns:
@@ -127,9 +154,12 @@ def load(name, split, batch_size, n_bits=8, *, image_size=None, with_labels=Fals
     Raises:
       ValueError: naming the bad argument and the valid choices (unknown
         dataset or split, n_bits out of range, batch_size <= 0, an option
-        that does not apply to the dataset).
+        that does not apply to the dataset), or a corrupt file (named).
+      FileNotFoundError: a file of a local dataset is missing (named).
+      DataUnavailableError: the data is not on disk and cannot be
+        downloaded (offline); the message names the ``data_dir`` way.
     """
-    meta = info(name, n_bits, image_size)
+    meta = info(name, n_bits, image_size, skip_bad=skip_bad)
     name = meta.name
     batch_size = common.check_positive_int(batch_size, "batch_size")
     if shuffle_buffer is not None:
@@ -143,7 +173,11 @@ def load(name, split, batch_size, n_bits=8, *, image_size=None, with_labels=Fals
     common_args = dict(batch_size=batch_size, shuffle=shuffle,
                        shuffle_buffer=shuffle_buffer, seed=seed,
                        drop_remainder=drop_remainder)
-    if name in tfds_images.DATASETS:
+    if files.is_path(name):
+        ds = files.load(name, split, n_bits=n_bits, image_size=image_size,
+                        with_labels=with_labels, dequantize=dequantize,
+                        skip_bad=skip_bad, **common_args)
+    elif name in tfds_images.DATASETS:
         ds = tfds_images.load(name, split, n_bits=n_bits, image_size=image_size,
                               with_labels=with_labels, dequantize=dequantize,
                               data_dir=data_dir, download=download, **common_args)

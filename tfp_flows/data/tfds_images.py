@@ -12,47 +12,73 @@ Preprocessing follows the flow papers:
   resized.
 * All: reduction to ``n_bits`` as in Glow, ``floor(x / 2**(8 - n_bits))``.
 
-`tensorflow_datasets` is imported on first use, so importing `tfp_flows`
-stays cheap.
+Splits: ``'train'``, ``'validation'`` and ``'test'``, disjoint. Where the
+dataset has no validation split of its own, it is the end of the training
+split: the last 10,000 images for MNIST, Fashion-MNIST and downsampled
+ImageNet, the last 5,000 for CIFAR-10. (TensorFlow Datasets stores examples
+in its own order, so these are not the same images as the last 10,000 of
+MNIST's original files, which :mod:`tfp_flows.data.idx` holds out.)
+Downsampled ImageNet has no test split: its ``validation`` set serves as
+``'test'``.
+
+MNIST and Fashion-MNIST are read from their original IDX files when
+``data_dir`` holds them (:mod:`tfp_flows.data.idx`), without TensorFlow
+Datasets. Otherwise `tensorflow_datasets` (imported on first use) loads data
+it has prepared, and downloads only after a quick check (a few seconds) that
+its servers are reachable: offline, the error names the ``data_dir`` way.
 """
 
+import os
 import re
+import socket
 
 import tensorflow as tf
 
-from tfp_flows.data import common
+from tfp_flows.data import common, idx
 
-__all__ = ["DATASETS", "SPEC", "ALIASES", "info", "load", "resolve_split",
-           "center_crop_resize", "CELEB_A_CROP"]
+__all__ = ["DATASETS", "SPEC", "ALIASES", "IDX_DATASETS", "info", "load",
+           "resolve_split", "center_crop_resize", "CELEB_A_CROP", "DataUnavailableError"]
 
 CELEB_A_CROP = 148
 
-_TWO = {"train": "train", "test": "test"}
+# user split -> tfds split. Held-out validation parts come off the end of
+# the training split; downsampled ImageNet's validation set is its test set.
+_MNIST = {"train": "train[:50000]", "validation": "train[50000:]", "test": "test"}
+_CIFAR = {"train": "train[:45000]", "validation": "train[45000:]", "test": "test"}
 _THREE = {"train": "train", "validation": "validation", "test": "test"}
-# downsampled ImageNet has no test split: its validation set is the test set.
-_IMAGENET = {"train": "train", "validation": "validation", "test": "validation"}
+_IMAGENET = {"train": "train[:-10000]", "validation": "train[-10000:]",
+             "test": "validation"}
 
 # name -> (tfds name, native [H, W, C], user split -> tfds split, classes)
 SPEC = {
-    "mnist": ("mnist", (28, 28, 1), _TWO, 10),
-    "fashion_mnist": ("fashion_mnist", (28, 28, 1), _TWO, 10),
-    "cifar10": ("cifar10", (32, 32, 3), _TWO, 10),
+    "mnist": ("mnist", (28, 28, 1), _MNIST, 10),
+    "fashion_mnist": ("fashion_mnist", (28, 28, 1), _MNIST, 10),
+    "cifar10": ("cifar10", (32, 32, 3), _CIFAR, 10),
     "celeb_a": ("celeb_a", (218, 178, 3), _THREE, None),
     "imagenet32": ("downsampled_imagenet/32x32", (32, 32, 3), _IMAGENET, None),
     "imagenet64": ("downsampled_imagenet/64x64", (64, 64, 3), _IMAGENET, None),
 }
 DATASETS = tuple(SPEC)
 ALIASES = {spec[0]: name for name, spec in SPEC.items() if spec[0] != name}
+# datasets that can also be read from their original IDX files
+IDX_DATASETS = ("mnist", "fashion_mnist")
+_PROBE_HOST, _PROBE_TIMEOUT = ("storage.googleapis.com", 443), 3.0
+
+
+class DataUnavailableError(OSError):
+    """The data is neither on disk nor downloadable (e.g. offline)."""
 
 _TERM = re.compile(r"^\s*([A-Za-z_]+)\s*(\[[^\]]*\])?\s*$")
 
 
 def resolve_split(name, split):
-    """Maps a user split (``'train'``, ``'test'``, tfds slicing) to tfds.
+    """Maps a user split (``'train'``, ``'validation'``, ``'test'``, or tfds
+    slicing) to tfds.
 
-    ``'test'`` becomes the dataset's held-out split (``'validation'`` for
-    downsampled ImageNet). Slices and ``+`` unions pass through unchanged,
-    e.g. ``'test[:50%]+train[:10]'``.
+    Bare names map to the disjoint splits of the module docstring. A sliced
+    name slices the *whole* tfds split of that name, e.g. ``'train[:10%]'``
+    is the first tenth of all of tfds' training examples, validation part
+    included; ``+`` unions pass through, e.g. ``'test[:50%]+train[:10]'``.
 
     Args:
       name: canonical dataset name (a key of `SPEC`).
@@ -81,7 +107,14 @@ def resolve_split(name, split):
             raise ValueError(f"unknown split '{base}' for dataset '{name}'; valid "
                              f"splits: {valid} (tfds slicing such as "
                              f"'train[:90%]' is accepted).")
-        parts.append(mapping[base] + slice_.replace(" ", ""))
+        if slice_:
+            whole = mapping[base].split("[")[0]
+            if whole != base and base != "test":
+                raise ValueError(f"split '{base}' of '{name}' is itself a slice "
+                                 f"({mapping[base]}); slice '{whole}' instead.")
+            parts.append(whole + slice_.replace(" ", ""))
+        else:
+            parts.append(mapping[base])
         bases.append(base)
     return "+".join(parts), all(b == "train" for b in bases)
 
@@ -139,8 +172,6 @@ def load(name, split, *, batch_size, n_bits=8, image_size=None,
          with_labels=False, dequantize=False, shuffle=None, shuffle_buffer=None,
          seed=None, drop_remainder=None, data_dir=None, download=True):
     """Pipeline over a tfds image dataset; see `tfp_flows.data.load`."""
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-
     meta = info(name, n_bits, image_size)
     if with_labels and meta.num_classes is None:
         raise ValueError(f"'{name}' has no class labels; use with_labels=False.")
@@ -153,9 +184,19 @@ def load(name, split, *, batch_size, n_bits=8, image_size=None,
     # per example, before shuffling, so the shuffle buffer holds small images.
     resize = name == "celeb_a" or name.startswith("imagenet")
 
-    ds = tfds.load(SPEC[name][0], split=tfds_split, shuffle_files=shuffle,
-                   read_config=tfds.ReadConfig(shuffle_seed=seed),
-                   data_dir=data_dir, download=download)
+    if name in IDX_DATASETS and data_dir is not None and _has_idx(data_dir):
+        if split not in idx.SPLITS:
+            raise ValueError(f"split {split!r}: {name} read from IDX files in "
+                             f"{data_dir} takes {', '.join(idx.SPLITS)} (no slicing).")
+        images, labels = idx.arrays(data_dir, split)
+        ds = tf.data.Dataset.from_tensor_slices(
+            (images, labels) if with_labels else images)
+        return common.finish(
+            ds, batch_size=batch_size, shuffle=shuffle,
+            shuffle_buffer=shuffle_buffer or len(images), seed=seed,
+            drop_remainder=drop_remainder, dequantize=dequantize,
+            to_float=lambda x: tf.cast(common.reduce_bits(x, meta.n_bits), tf.float32))
+    ds = _tfds_load(name, tfds_split, shuffle, seed, data_dir, download)
 
     def prepare(example):
         image = example["image"]
@@ -172,3 +213,48 @@ def load(name, split, *, batch_size, n_bits=8, image_size=None,
         shuffle_buffer=shuffle_buffer or common.DEFAULT_SHUFFLE_BUFFER,
         seed=seed, drop_remainder=drop_remainder, dequantize=dequantize,
         to_float=lambda x: tf.cast(common.reduce_bits(x, meta.n_bits), tf.float32))
+
+
+def _has_idx(data_dir):
+    try:
+        idx.find_file(data_dir, idx.FILES["train"][0])
+    except FileNotFoundError:
+        try:
+            idx.find_file(data_dir, idx.FILES["t10k"][0])
+        except FileNotFoundError:
+            return False
+    return True
+
+
+def _online(host=_PROBE_HOST, timeout=_PROBE_TIMEOUT):
+    """Whether TensorFlow Datasets' download server answers within seconds."""
+    try:
+        socket.create_connection(host, timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _tfds_load(name, tfds_split, shuffle, seed, data_dir, download):
+    """`tfds.load`, failing in seconds (not minutes of retries) when the data
+    is neither prepared nor downloadable."""
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+    kwargs = dict(split=tfds_split, shuffle_files=shuffle,
+                  read_config=tfds.ReadConfig(shuffle_seed=seed), data_dir=data_dir)
+    try:
+        return tfds.load(SPEC[name][0], download=False, **kwargs)
+    except AssertionError:  # tfds: "could not find data in <dir>"
+        pass
+    where = data_dir or os.path.join("~", "tensorflow_datasets")
+    local = (f" Or point data_dir (tfp-flows --data-dir) at a folder holding "
+             f"{name}'s IDX files ({', '.join(sum(idx.FILES.values(), ()))}, "
+             "gzip or not).") if name in IDX_DATASETS else ""
+    if not download:
+        raise DataUnavailableError(
+            f"{name} is not prepared in {where} and download=False.{local}")
+    if not _online():
+        raise DataUnavailableError(
+            f"{name} is not prepared in {where} and its download server "
+            f"({_PROBE_HOST[0]}) cannot be reached: this machine is offline.{local}")
+    return tfds.load(SPEC[name][0], download=True, **kwargs)
