@@ -1,7 +1,7 @@
 """Training stability of the default recipes on digits (issue 8).
 
 For each model of ``tfp-flows train`` on digits (glow, real_nvp, nice, built
-and compiled exactly as :mod:`tfp_flows.recipes` builds them: the recipe's
+and compiled exactly as :mod:`tfp_flows.cli.recipes` builds them: the recipe's
 model sizes, batch 64, Adam at the recipe's learning rate after its linear
 warmup), train ``--seeds`` seeds for ``--steps`` optimizer steps each with
 `FlowModel.fit` and check
@@ -35,7 +35,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfp_flows import recipes  # noqa: E402
+from tfp_flows.cli import recipes  # noqa: E402
 from tfp_flows.training import LinearWarmup  # noqa: E402
 from tfp_flows.training.guards import NaNGuard, all_finite  # noqa: E402
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfp_flows import cli, data, recipes, runs
+from tfp_flows import cli, data
+from tfp_flows.cli import recipes, runs
 
 TINY = ["--epochs", "1", "--batch-size", "32", "--verbose", "0",
         "--learning-rate", "0.005", "--warmup-steps", "5",

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfp_flows import data, recipes, runs
+from tfp_flows import data
+from tfp_flows.cli import recipes, runs, trainer
 from tfp_flows.training.guards import NaNGuard, TrainingDivergedError, all_finite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,7 +107,7 @@ def test_no_intact_checkpoint_stops_naming_the_files(two_epoch_run, tmp_path):
     assert "epoch-0001.weights.h5 is missing" in str(e.value)
     # the CLI refuses too, without touching anything
     with pytest.raises(runs.CheckpointError):
-        recipes.train(folder.path, {}, log=lambda m: None)
+        trainer.train(folder.path, {}, log=lambda m: None)
 
 
 def test_unreadable_manifest_and_orphan_weights_are_skipped(two_epoch_run, tmp_path):
@@ -129,7 +130,7 @@ def test_nan_stops_training_and_keeps_last_good_checkpoint(two_epoch_run, tmp_pa
     images[40, 3, 3, 0] = np.nan  # the second batch of 32 is poisoned
     poisoned = tf.data.Dataset.from_tensor_slices(images).batch(32)
     with pytest.raises(TrainingDivergedError) as e:
-        recipes.train(folder.path, {"epochs": 4}, train_data=poisoned,
+        trainer.train(folder.path, {"epochs": 4}, train_data=poisoned,
                       log=lambda m: None)
     message = str(e.value)
     assert "loss became nan at epoch 3, batch 2" in message
@@ -137,7 +138,7 @@ def test_nan_stops_training_and_keeps_last_good_checkpoint(two_epoch_run, tmp_pa
     after = {n: _sha(os.path.join(folder.checkpoint_dir, n))
              for n in os.listdir(folder.checkpoint_dir)}
     assert after == before  # nothing written, nothing touched
-    _, _, model, checkpoint = recipes.open_run(folder.path)
+    _, _, model, checkpoint = trainer.open_run(folder.path)
     assert checkpoint.epoch == 2 and all_finite(model)
 
 
@@ -155,17 +156,17 @@ def test_guard_catches_non_finite_weights_with_finite_loss(two_epoch_run):
 def test_resume_with_other_settings_is_refused(two_epoch_run):
     folder = two_epoch_run[0]
     with pytest.raises(runs.RunError, match=r"model='glow' \(asked 'nice'\)"):
-        recipes.train(folder.path, {"model": "nice"})
+        trainer.train(folder.path, {"model": "nice"})
     with pytest.raises(runs.RunError, match=r"model_args.hidden_channels=8 \(asked 16\)"):
-        recipes.train(folder.path, {"model_args": {"hidden_channels": 16}})
+        trainer.train(folder.path, {"model_args": {"hidden_channels": 16}})
     with pytest.raises(runs.RunError, match="already trained 2 epochs"):
-        recipes.train(folder.path, {"epochs": 1}, log=lambda m: None)
+        trainer.train(folder.path, {"epochs": 1}, log=lambda m: None)
 
 
 def test_existing_folder_that_is_not_a_run_is_never_overwritten(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(runs.RunError, match="not a tfp-flows run folder"):
-        recipes.train(str(tmp_path), TINY)
+        trainer.train(str(tmp_path), TINY)
     assert os.listdir(tmp_path) == ["notes.txt"]
 
 
@@ -216,8 +217,9 @@ def test_sigkill_mid_epoch_then_same_command_resumes_and_finishes(tmp_path):
     metrics = runs.read_json(os.path.join(out, runs.METRICS))
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert metrics["optimizer_steps"] == 2 * (data.digits.SPLIT_SIZES["train"] // 8)
-    # The final checkpoint loads and gives finite densities.
-    _, config, model, checkpoint = recipes.open_run(out)
-    assert checkpoint.epoch == 2
+    # The run's model (the epoch chosen on validation) loads and gives
+    # finite densities.
+    _, config, model, checkpoint = trainer.open_run(out)
+    assert checkpoint.epoch == metrics["selected_epoch"]
     x = data.digits.arrays("test")[0][:16].astype(np.float32) + 0.5
     assert np.all(np.isfinite(model.distribution.log_prob(x).numpy()))

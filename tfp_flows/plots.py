@@ -1,4 +1,5 @@
-"""PNG outputs of a run: sample grids, interpolation strips, training curves.
+"""Pictures of flows: image grids (arrays and PNG files), interpolation
+strips and training curves.
 
 Drawing uses matplotlib's Agg canvas directly (no global backend switch, no
 display needed) and Pillow for image grids.
@@ -8,12 +9,45 @@ import os
 
 import numpy as np
 
-from tfp_flows.training.callbacks import image_grid
-
-__all__ = ["save_image_grid", "save_training_curve"]
+__all__ = ["image_grid", "save_image_grid", "save_training_curve"]
 
 # Intensity of the lines between grid cells, as a fraction of white.
 _GAP_LEVEL = 0.35
+
+
+def image_grid(images, num_bins, num_cols=None):
+    """Tiles a batch of images into one uint8 picture.
+
+    Pixel values in ``[0, num_bins)`` (as sampled, continuous) are floored,
+    clipped and mapped linearly to ``[0, 255]``.
+
+    Args:
+      images: ``[N, H, W, C]`` with C in {1, 3}, pixel units.
+      num_bins: number of intensity levels of the model.
+      num_cols: images per row (default: ceil(sqrt(N))).
+
+    Returns:
+      uint8 array ``[rows * H, num_cols * W, C]``; empty cells are black.
+    """
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError("image_grid needs images [N, H, W, C] with C = 1 or "
+                         f"3; got shape {images.shape}.")
+    n, h, w, c = images.shape
+    if n == 0:
+        raise ValueError("image_grid got an empty batch.")
+    num_bins = float(num_bins)
+    if not num_bins >= 2:
+        raise ValueError(f"num_bins must be >= 2, got {num_bins}.")
+    cols = int(num_cols or int(np.ceil(np.sqrt(n))))
+    rows = int(np.ceil(n / cols))
+    levels = np.clip(np.floor(np.nan_to_num(images, nan=0.0)), 0, num_bins - 1)
+    pixels = np.round(levels * (255.0 / (num_bins - 1))).astype(np.uint8)
+    grid = np.zeros((rows * h, cols * w, c), np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        grid[r * h:(r + 1) * h, k * w:(k + 1) * w] = pixels[i]
+    return grid
 
 
 def _upscale(grid, min_size):

@@ -5,7 +5,8 @@ checkpointing and the other ways to train (a `tf.GradientTape` loop, and
 `tf_keras`).
 """
 
-from tfp_flows.training.callbacks import LinearWarmup, SampleGrid, TensorBoardSamples, image_grid
+from tfp_flows.plots import image_grid
+from tfp_flows.training.callbacks import LinearWarmup, SampleGrid, TensorBoardSamples
 from tfp_flows.training.flow_model import FlowModel
 from tfp_flows.training.guards import NaNGuard, TrainingDivergedError
 from tfp_flows.training.init import initialize_from_batch

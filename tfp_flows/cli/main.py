@@ -10,9 +10,9 @@
     tfp-flows interpolate DIR [--pairs 4 --steps 8 --out FILE.png]
 
 A bare ``tfp-flows train`` trains Glow on the scikit-learn digits offline
-(:mod:`tfp_flows.recipes`) into ``runs/glow-digits``; the default run folder
+(:mod:`tfp_flows.cli.recipes`) into ``runs/glow-digits``; the default run folder
 is ``runs/<model>-<dataset>``. An existing run folder
-is resumed, never overwritten (:mod:`tfp_flows.runs`). Bad arguments and
+is resumed, never overwritten (:mod:`tfp_flows.cli.runs`). Bad arguments and
 expected failures print one line, ``tfp-flows <command>: error: ...``, and
 exit with status 2 (arguments) or 1 (everything else), without a traceback.
 """
@@ -25,7 +25,8 @@ import sys
 import numpy as np
 
 import tfp_flows
-from tfp_flows import data, plots, recipes
+from tfp_flows import data, plots
+from tfp_flows.cli import recipes, trainer
 from tfp_flows.training.guards import TrainingDivergedError
 
 __all__ = ["main", "build_parser"]
@@ -199,11 +200,11 @@ def _train(args):
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     out = args.out or recipes.default_run_folder(args.model, args.dataset)
-    recipes.train(out, requested, verbose=verbose, log=_say)
+    trainer.train(out, requested, verbose=verbose, log=_say)
 
 
 def _open(path):
-    return recipes.open_run(path, log=_warn)
+    return trainer.open_run(path, log=_warn)
 
 
 def _sample(args):
@@ -233,7 +234,7 @@ def _evaluate(args):
     data_dir = args.data_dir or (config.get("data_dir") if same else None)
     ds = data.load(info.name, args.split, 256, n_bits=n_bits, image_size=image_size,
                    data_dir=data_dir)
-    bpd = recipes.evaluate_bits_per_dim(model, ds, args.draws, args.seed)
+    bpd = trainer.evaluate_bits_per_dim(model, ds, args.draws, args.seed)
     _say(f"{bpd:.4f} bits/dim on {info.name} '{args.split}' (checkpoint of "
          f"epoch {checkpoint.epoch}, mean over {args.draws} dequantisation draws)")
 

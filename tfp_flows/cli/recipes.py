@@ -1,0 +1,163 @@
+"""Training recipes: the settings of ``tfp-flows train`` (defaults, model
+sizes per dataset, the stored run config) and the model and pipelines they
+build. :mod:`tfp_flows.cli.trainer` runs them into a run folder.
+
+The default recipe is Glow on the scikit-learn digits, sized as in the digits
+density protocol (``shared/BENCHMARKS.md``): 2 levels x 8 steps x 128 hidden
+channels, batch 64, Adam with learning rate 1e-3 after a linear warmup
+(Kingma & Dhariwal, 2018), 40 epochs of 22 steps (880 steps; the test
+bits/dim stops improving around there while the train bits/dim keeps
+falling, see the run's training_curve.png). Other
+datasets get a small CPU-friendly model by default; every builder argument
+can be overridden (``model_args``).
+"""
+
+import inspect
+import os
+
+import keras
+
+import tfp_flows
+from tfp_flows import data, models
+from tfp_flows.training import FlowModel
+
+__all__ = ["DEFAULTS", "MODELS", "default_run_folder", "model_args_for",
+           "new_config", "build_model", "datasets", "EVAL_BATCH"]
+
+MODELS = ("glow", "real_nvp", "nice")
+
+DEFAULTS = dict(model="glow", dataset="digits", n_bits=8, image_size=None,
+                data_dir=None, skip_bad_files=False, batch_size=64, learning_rate=1e-3,
+                warmup_steps=100, seed=0, temperature=0.7, eval_draws=3,
+                keep_checkpoints=3)
+
+# Epochs of the default recipe on digits (40 x 22 steps of batch 64); other
+# datasets default to 10 epochs.
+_EPOCHS = {"digits": 40}
+
+# Model sizes for the 8x8 digits (the protocol's Glow; RealNVP and NICE sized
+# as in benchmarks/digits_density.py).
+_DIGITS_ARGS = {
+    "glow": dict(num_levels=2, num_steps=8, hidden_channels=128),
+    "real_nvp": dict(num_scales=2, hidden_channels=48, num_blocks=1),
+    "nice": dict(num_couplings=4, hidden_units=256, num_hidden_layers=3),
+}
+
+# Arguments a builder gets from the dataset or the run, not from the user.
+_RESERVED = ("image_shape", "event_shape", "n_bits", "num_bins", "dtype", "name",
+             "num_classes")
+
+EVAL_BATCH = 256
+
+
+def _levels_for(shape, most):
+    """Largest L <= most with H and W divisible by 2**L (at least 1)."""
+    h, w = shape[:2]
+    for levels in range(most, 0, -1):
+        if h % 2 ** levels == 0 and w % 2 ** levels == 0:
+            return levels
+    return 1
+
+
+def model_args_for(model, info, overrides=None):
+    """Builder arguments for `model` on a dataset, with user overrides.
+
+    Args:
+      model: ``'glow'``, ``'real_nvp'`` or ``'nice'``.
+      info: the dataset's :class:`tfp_flows.data.DatasetInfo`.
+      overrides: ``{name: value}`` set by the user (``--model-arg``).
+
+    Raises:
+      ValueError: unknown model, or an override the builder does not take.
+    """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of: "
+                         f"{', '.join(MODELS)}.")
+    builder = models.BUILDERS[model]
+    valid = [p for p in inspect.signature(builder).parameters
+             if p not in _RESERVED]
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"{model} has no argument {', '.join(unknown)}; "
+                         f"valid --model-arg names: {', '.join(valid)}.")
+    if info.name == "digits":
+        args = dict(_DIGITS_ARGS[model])
+    elif model == "glow":
+        args = dict(num_levels=_levels_for(info.shape, 3), num_steps=8,
+                    hidden_channels=128)
+    elif model == "real_nvp":
+        args = dict(num_scales=_levels_for(info.shape, 2) + 1,
+                    hidden_channels=64, num_blocks=4)
+    else:
+        args = {}
+    args.update(overrides)
+    return args
+
+
+def default_run_folder(model=None, dataset=None):
+    """``runs/<model>-<dataset>``; a dataset given as a path is named by its
+    file or folder name (``runs/glow-faces`` for ``~/data/faces/``)."""
+    model = model or DEFAULTS["model"]
+    dataset = dataset or DEFAULTS["dataset"]
+    if data.files.is_path(dataset):
+        dataset = os.path.splitext(os.path.basename(os.path.normpath(dataset)))[0]
+    return os.path.join("runs", f"{model}-{dataset.replace('_', '-')}")
+
+
+def _dataset_info(config):
+    info = data.info(config["dataset"], config["n_bits"], config["image_size"],
+                     skip_bad=config.get("skip_bad_files", False))
+    if info.kind != "image":
+        raise ValueError(f"'{info.name}' is 2-D toy data; tfp-flows train fits "
+                         "image models (see examples/nice_toy2d.py for flows "
+                         "on 2-D data).")
+    return info
+
+
+def new_config(requested):
+    """The full config of a new run from the settings the user gave.
+
+    Builds the model once, to validate the settings and record the builder's
+    complete config (``model_config``, rebuilt by
+    :func:`tfp_flows.models.from_config`).
+    """
+    config = dict(DEFAULTS)
+    config.update({k: v for k, v in requested.items() if k != "model_args"})
+    info = _dataset_info(config)
+    config["epochs"] = requested.get("epochs", _EPOCHS.get(info.name, 10))
+    args = model_args_for(config["model"], info, requested.get("model_args"))
+    if config["model"] == "glow":
+        args.setdefault("seed", config["seed"])
+    config["model_args"] = args
+    keras.utils.set_random_seed(config["seed"])
+    dist = models.BUILDERS[config["model"]](list(info.shape),
+                                            num_bins=info.num_bins, **args)
+    config["model_config"] = dict(dist.bijector.metadata["config"])
+    config["format"] = 1
+    config["tfp_flows_version"] = tfp_flows.__version__
+    return config
+
+
+def build_model(config):
+    """A compiled :class:`FlowModel` for a run config (fresh weights)."""
+    keras.utils.set_random_seed(config["seed"])
+    dist = models.from_config(config["model_config"])
+    model = FlowModel(dist)
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+    return model
+
+
+def datasets(config, first_epoch=0, split="train"):
+    """The run's training (or other split's) pipeline.
+
+    The shuffle seed is offset by ``first_epoch`` so that a resumed run does
+    not replay the first epochs' order.
+    """
+    training = split == "train"
+    return data.load(config["dataset"], split,
+                     config["batch_size"] if training else EVAL_BATCH,
+                     n_bits=config["n_bits"], image_size=config["image_size"],
+                     data_dir=config.get("data_dir"),
+                     skip_bad=config.get("skip_bad_files", False),
+                     seed=config["seed"] + first_epoch if training else None)
