@@ -70,6 +70,7 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
 
     train = tfp_flows.data.load(args.dataset, "train", batch_size=256, seed=0)
+    validation = tfp_flows.data.load(args.dataset, "validation", batch_size=1000)
     test = tfp_flows.data.load(args.dataset, "test", batch_size=1000)
     size = dict(num_couplings=4, hidden_units=128, num_hidden_layers=3)
     epochs = args.epochs
@@ -81,7 +82,7 @@ def main(argv=None):
     dist = tfp_flows.models.nice([2], n_bits=None, **size)
     model = tfp_flows.FlowModel(dist, dequantize=False)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.fit(train, epochs=epochs, validation_data=test, shuffle=False, verbose=2)
+    model.fit(train, epochs=epochs, validation_data=validation, shuffle=False, verbose=2)
     nll = model.evaluate(test, verbose=0, return_dict=True)["loss"]
     print(f"test negative log-likelihood: {nll:.3f} nats")
 

@@ -27,8 +27,9 @@ def test_every_example_is_tested():
 
 def test_glow_digits_keras(tmp_path):
     out = _load("glow_digits_keras").main(["--smoke", "--out", str(tmp_path)])
-    # 3 steps of a tiny model: finite and below a broken model's ~10 bits
-    assert np.isfinite(out["test_bits_per_dim"]) and out["test_bits_per_dim"] < 10
+    # 72 steps of a small model already beat the uniform model, log2(17) =
+    # 4.09 bits/dim (observed 3.73); a model that does not learn stays above.
+    assert out["test_bits_per_dim"] < np.log2(17) - 0.1
     for name in ("samples.png", "samples_epoch0001.png",
                  os.path.join("saved_model", "saved_model.pb")):
         assert (tmp_path / name).exists(), name

@@ -37,7 +37,7 @@ GAUSSIANS_STD = 0.2
 SPIRALS_NOISE = 0.1
 SPIRALS_TURNS = 1.5  # t in [0, 2 pi * 1.5]
 # Default number of examples of a sized split.
-NUM_EXAMPLES = {"train": 20_000, "test": 5_000}
+NUM_EXAMPLES = {"train": 20_000, "validation": 5_000, "test": 5_000}
 
 
 def _seeds(seed, num):
@@ -95,9 +95,10 @@ def spirals(n, seed):
 SAMPLERS = {"two_moons": two_moons, "eight_gaussians": eight_gaussians,
             "checkerboard": checkerboard, "spirals": spirals}
 DATASETS = tuple(SAMPLERS)
-# Fixed data seeds of the sized splits, so that 'train' and 'test' are
-# disjoint draws, the same in every run whatever the shuffle `seed`.
-_SPLIT_SEEDS = {"train": 2024, "test": 2025}
+# Fixed data seeds of the sized splits, so that 'train', 'validation' and
+# 'test' are independent draws, the same in every run whatever the shuffle
+# `seed`.
+_SPLIT_SEEDS = {"train": 2024, "validation": 2026, "test": 2025}
 
 
 def sample(name, n, seed):
