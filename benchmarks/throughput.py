@@ -3,7 +3,7 @@
 Both models have the same shapes, levels, steps and hidden width, both are
 wrapped in `tf.function` (optionally `jit_compile=True`), and they are timed
 alternately (A, B, A, B, ...) in one process; we report median images/s and
-the ratio of medians (tfp_flows / TFP). Protocol: ../shared/BENCHMARKS.md.
+the ratio of medians (tfp_flows / TFP). Protocol: benchmarks/README.md.
 
     python benchmarks/throughput.py                       # both CPU configs
     python benchmarks/throughput.py --config small --ops train --rounds 5

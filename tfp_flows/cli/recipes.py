@@ -3,13 +3,12 @@ sizes per dataset, the stored run config) and the model and pipelines they
 build. :mod:`tfp_flows.cli.trainer` runs them into a run folder.
 
 The default recipe is Glow on the scikit-learn digits, sized as in the digits
-density protocol (``shared/BENCHMARKS.md``): 2 levels x 8 steps x 128 hidden
+density benchmark (``benchmarks/README.md``): 2 levels x 8 steps x 128 hidden
 channels, batch 64, Adam with learning rate 1e-3 after a linear warmup
-(Kingma & Dhariwal, 2018), 40 epochs of 22 steps (880 steps; the test
-bits/dim stops improving around there while the train bits/dim keeps
-falling, see the run's training_curve.png). Other
-datasets get a small CPU-friendly model by default; every builder argument
-can be overridden (``model_args``).
+(Kingma & Dhariwal, 2018), for a budget of ``_EPOCHS`` epochs; the epoch with
+the lowest validation bits/dim becomes the run's model. Other datasets get a
+small CPU-friendly model by default; every builder argument can be
+overridden (``model_args``).
 """
 
 import inspect

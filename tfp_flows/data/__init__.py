@@ -24,6 +24,7 @@ Image pipelines yield quantised pixels, float32 integer values in
 and `tfp_flows.bits_per_dim` add the dequantisation noise themselves.
 
 Example:
+  >>> import tfp_flows
   >>> ds = tfp_flows.data.load("digits", "train", batch_size=64, seed=0)
   >>> tfp_flows.data.info("digits").num_bins
   17
