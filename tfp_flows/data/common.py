@@ -18,7 +18,7 @@ import numbers
 
 import tensorflow as tf
 
-__all__ = ["DatasetInfo", "reduce_bits", "finish", "check_positive_int",
+__all__ = ["DatasetInfo", "reduce_bits", "finish", "from_arrays", "check_positive_int",
            "check_n_bits", "check_seed", "DEFAULT_SHUFFLE_BUFFER"]
 
 DEFAULT_SHUFFLE_BUFFER = 10_000
@@ -148,3 +148,33 @@ def finish(ds, *, batch_size, shuffle, shuffle_buffer, seed, drop_remainder,
         ds = tf.data.Dataset.zip((ds, seeds)).map(add_noise,
                                                   num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def from_arrays(images, labels, split, *, with_labels, batch_size, shuffle,
+                shuffle_buffer, seed, drop_remainder, dequantize, n_bits=None):
+    """The pipeline over in-memory arrays of one split (digits, IDX files,
+    your own files).
+
+    Args:
+      images: uint8 array ``[N, H, W, C]``.
+      labels: int32 array ``[N]``, or None when ``with_labels`` is False.
+      split: the split's name; ``'train'`` is shuffled (and drops its last
+        partial batch) unless ``shuffle``/``drop_remainder`` say otherwise.
+      with_labels: yield ``(images, labels)``.
+      n_bits: reduce 8-bit pixels to ``n_bits`` (None: keep the values, e.g.
+        the 17 levels of digits).
+      batch_size, shuffle, shuffle_buffer, seed, drop_remainder, dequantize:
+        as :func:`finish`; ``shuffle_buffer`` defaults to the whole split.
+
+    Returns:
+      A prefetched `tf.data.Dataset`, as :func:`finish`.
+    """
+    shuffle = split == "train" if shuffle is None else bool(shuffle)
+    drop_remainder = shuffle if drop_remainder is None else bool(drop_remainder)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels) if with_labels else images)
+    to_float = None if n_bits is None else (
+        lambda x: tf.cast(reduce_bits(x, n_bits), tf.float32))
+    return finish(ds, batch_size=batch_size, shuffle=shuffle,
+                  shuffle_buffer=shuffle_buffer or len(images), seed=seed,
+                  drop_remainder=drop_remainder, dequantize=dequantize,
+                  to_float=to_float)

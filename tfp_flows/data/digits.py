@@ -19,7 +19,6 @@ no bit-depth reduction.
 import functools
 
 import numpy as np
-import tensorflow as tf
 
 from tfp_flows.data import common
 
@@ -84,10 +83,7 @@ def load(split, *, batch_size, with_labels=False, dequantize=False, shuffle=None
          shuffle_buffer=None, seed=None, drop_remainder=None):
     """Pipeline over the digits; see `tfp_flows.data.load`."""
     images, labels = arrays(split)
-    shuffle = split == "train" if shuffle is None else bool(shuffle)
-    drop_remainder = shuffle if drop_remainder is None else bool(drop_remainder)
-    ds = tf.data.Dataset.from_tensor_slices((images, labels) if with_labels else images)
-    return common.finish(
-        ds, batch_size=batch_size, shuffle=shuffle,
-        shuffle_buffer=shuffle_buffer or len(images), seed=seed,
+    return common.from_arrays(
+        images, labels, split, with_labels=with_labels, batch_size=batch_size,
+        shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed,
         drop_remainder=drop_remainder, dequantize=dequantize)

@@ -667,11 +667,7 @@ def load(path: str | os.PathLike, split: str, *, batch_size: int, n_bits: int = 
     if len(images) == 0:
         raise ValueError(f"split {split!r} of {path!r} is empty: fewer than 3 images "
                          "give no validation or test examples; add images.")
-    shuffle = split == "train" if shuffle is None else bool(shuffle)
-    drop_remainder = shuffle if drop_remainder is None else bool(drop_remainder)
-    ds = tf.data.Dataset.from_tensor_slices((images, labels) if with_labels else images)
-    return common.finish(
-        ds, batch_size=batch_size, shuffle=shuffle,
-        shuffle_buffer=shuffle_buffer or len(images), seed=seed,
-        drop_remainder=drop_remainder, dequantize=dequantize,
-        to_float=lambda x: tf.cast(common.reduce_bits(x, n_bits), tf.float32))
+    return common.from_arrays(
+        images, labels, split, with_labels=with_labels, batch_size=batch_size,
+        shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed,
+        drop_remainder=drop_remainder, dequantize=dequantize, n_bits=n_bits)

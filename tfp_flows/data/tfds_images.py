@@ -189,13 +189,10 @@ def load(name, split, *, batch_size, n_bits=8, image_size=None,
             raise ValueError(f"split {split!r}: {name} read from IDX files in "
                              f"{data_dir} takes {', '.join(idx.SPLITS)} (no slicing).")
         images, labels = idx.arrays(data_dir, split)
-        ds = tf.data.Dataset.from_tensor_slices(
-            (images, labels) if with_labels else images)
-        return common.finish(
-            ds, batch_size=batch_size, shuffle=shuffle,
-            shuffle_buffer=shuffle_buffer or len(images), seed=seed,
-            drop_remainder=drop_remainder, dequantize=dequantize,
-            to_float=lambda x: tf.cast(common.reduce_bits(x, meta.n_bits), tf.float32))
+        return common.from_arrays(
+            images, labels, split, with_labels=with_labels, batch_size=batch_size,
+            shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed,
+            drop_remainder=drop_remainder, dequantize=dequantize, n_bits=meta.n_bits)
     ds = _tfds_load(name, tfds_split, shuffle, seed, data_dir, download)
 
     def prepare(example):
