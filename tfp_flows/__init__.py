@@ -1,7 +1,7 @@
 """tfp_flows: NICE, RealNVP and Glow as TensorFlow Probability bijectors."""
 
-from tfp_flows import bijectors, data, masks, models, networks, priors, reversible
-from tfp_flows.bijectors import keras_layers
+from tfp_flows import bijectors, data, masks, models, networks, priors
+from tfp_flows.bijectors import keras_layers, memory_efficient
 from tfp_flows.export import export
 from tfp_flows.flow_ops import (
                                 Latents,
@@ -12,7 +12,6 @@ from tfp_flows.flow_ops import (
                                 interpolate,
                                 sample,
 )
-from tfp_flows.reversible import memory_efficient
 from tfp_flows.training import FlowModel, LinearWarmup, SampleGrid, TensorBoardSamples
 
 __version__ = "0.1.0"
@@ -21,6 +20,6 @@ __all__ = [
     "bijectors", "data", "masks", "models", "networks", "priors",
     "keras_layers", "bits_per_dim", "sample", "encode", "decode",
     "interpolate", "initialize", "Latents", "__version__", "export",
-    "reversible", "memory_efficient",
+    "memory_efficient",
     "training", "FlowModel", "SampleGrid", "TensorBoardSamples", "LinearWarmup",
 ]

@@ -168,8 +168,7 @@ def _check_finite(x, what):
 def _check_ready(dist):
     """Refuses flows whose data-dependent init has not run."""
     pending = [b.name for b in flow_bijectors(dist.bijector)
-               if isinstance(b, ActNorm) and getattr(b, "_data_init", True)
-               and not bool(b.initialized.numpy())]
+               if isinstance(b, ActNorm) and b.needs_initialization()]
     if pending:
         raise ValueError(
             f"ActNorm layers {pending} are not initialised: train the model or "

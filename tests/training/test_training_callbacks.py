@@ -11,8 +11,8 @@ from PIL import Image
 
 import tfp_flows
 from tests.training import training_helpers as th
-from tfp_flows.training import FlowModel, LinearWarmup, SampleGrid, TensorBoardSamples
 from tfp_flows.plots import image_grid
+from tfp_flows.training import FlowModel, LinearWarmup, SampleGrid, TensorBoardSamples
 
 
 class _RecordRate(keras.callbacks.Callback):

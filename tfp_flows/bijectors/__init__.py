@@ -9,13 +9,14 @@ from tfp_flows.bijectors.base import FlowBijector, ParameterLayer, flow_bijector
 from tfp_flows.bijectors.chain import FactorOut, FlowChain, forward_and_log_det, inverse_and_log_det
 from tfp_flows.bijectors.conv1x1 import InvertibleConv1x1
 from tfp_flows.bijectors.coupling import AdditiveCoupling, AffineCoupling
+from tfp_flows.bijectors.reversible import ReversibleChain, memory_efficient
 from tfp_flows.bijectors.scaling import DiagonalScaling, PixelLogit, PixelRescale
 from tfp_flows.bijectors.squeeze import Squeeze
 
 __all__ = [
     "ActNorm", "AdditiveCoupling", "AffineCoupling", "DiagonalScaling",
     "FactorOut", "FlowBijector", "FlowChain", "InvertibleConv1x1",
-    "ParameterLayer", "PixelLogit", "PixelRescale", "Squeeze",
-    "flow_bijectors", "forward_and_log_det", "inverse_and_log_det",
-    "keras_layers",
+    "ParameterLayer", "PixelLogit", "PixelRescale", "ReversibleChain",
+    "Squeeze", "flow_bijectors", "forward_and_log_det", "inverse_and_log_det",
+    "keras_layers", "memory_efficient",
 ]

@@ -85,6 +85,39 @@ class ActNorm(FlowBijector):
         return self._initialized
 
     # -- initialisation -----------------------------------------------------
+    @property
+    def data_init(self):
+        """Whether ``inverse`` initialises the layer from its first data.
+
+        Settable: while False, an uninitialised layer is evaluated as it
+        currently is (the identity when fresh) and data never initialises it
+        (`FlowModel` turns it off while tracing evaluation). Read when a
+        function is traced, not when it runs.
+        """
+        return self._data_init
+
+    @data_init.setter
+    def data_init(self, value):
+        self._data_init = bool(value)
+
+    def is_initialized(self):
+        """The ``initialized`` flag as a Python bool, read now.
+
+        Works eagerly and while tracing a `tf.function` (the flag is read
+        outside the graph). Returns None when it cannot be read (e.g. a
+        TF1-style graph).
+        """
+        try:
+            with tf.init_scope():
+                return bool(self._initialized.numpy())
+        except Exception:  # pylint: disable=broad-except
+            return None
+
+    def needs_initialization(self):
+        """True if data initialisation is on and has not run (or the flag
+        cannot be read): the next data ``inverse`` would initialise."""
+        return self._data_init and not self.is_initialized()
+
     def initialize(self, x):
         """Sets loc/log_scale from data `x` (data space of this layer).
 
@@ -117,14 +150,6 @@ class ActNorm(FlowBijector):
                         self._log_scale_var.assign(log_scale),
                         self._initialized.assign(True))
 
-    def _is_initialized_now(self):
-        """Python bool if the flag can be read now (eagerly), else None."""
-        try:
-            with tf.init_scope():
-                return bool(self._initialized.numpy())
-        except Exception:  # pylint: disable=broad-except
-            return None
-
     def _maybe_initialize(self, x):
         if not self._data_init:
             return
@@ -132,7 +157,7 @@ class ActNorm(FlowBijector):
             if not bool(self._initialized.numpy()):
                 self.initialize(x)
             return
-        if self._is_initialized_now():
+        if self.is_initialized():
             return  # traced after initialisation: no conditional in the graph
         if not tf.distribute.in_cross_replica_context() and \
                 tf.distribute.has_strategy():

@@ -151,6 +151,39 @@ class FlowBijector(tfb.Bijector):
     def _inverse_and_log_det(self, y, **kwargs):
         raise NotImplementedError
 
+    # -- optional: a fused step for reversible gradients -------------------
+    @property
+    def supports_reversible_step(self):
+        """Whether `reversible_step` is implemented (False by default).
+
+        `ReversibleChain` reconstructs a layer's input with the layer's own
+        inverse and recomputes the layer under a tape. A layer that can do
+        both at a lower cost (a coupling evaluates its network once) says so
+        here and implements `reversible_step`.
+        """
+        return False
+
+    def reversible_step(self, y, dy, dldj=None, *, inverse=True,
+                        event_ndims=None):
+        """Reconstructs this layer's input and back-propagates through it.
+
+        Args:
+          y: the layer's output, the layer applied to an input ``x`` in the
+            direction given by `inverse` (True: ``y = inverse(x)``).
+          dy: cotangent of `y` (same shape).
+          dldj: cotangent of the layer's log-det (batch shape), or None.
+          inverse: direction in which the layer produced `y`.
+          event_ndims: event rank of `x` in the chain (the log-det sums
+            over it); None for the layer's own minimum.
+
+        Returns:
+          ``(x, dx, variables, variable_grads)``: the reconstructed input, its
+          cotangent, the variables the step read, and their gradients (None
+          for a variable the output does not depend on).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no fused reversible step.")
+
     # -- helpers for subclasses -------------------------------------------
     def _check_event_shape(self, x, expected, what="input"):
         """Raises a ValueError naming the shapes when `x` does not fit."""

@@ -9,7 +9,7 @@ from tfp_flows.bijectors.base import FlowBijector, sum_event
 tfb = tfp.bijectors
 
 __all__ = ["FlowChain", "FactorOut", "forward_and_log_det",
-           "inverse_and_log_det"]
+           "inverse_and_log_det", "route_kwargs", "single_pass"]
 
 
 def _is_container(b):
@@ -34,8 +34,25 @@ def route_kwargs(b, kwargs):
     return dict(own) if isinstance(own, dict) else {}
 
 
-def _single_pass(b, x, event_ndims, direction, kwargs):
-    """(output, log-det) of `b` in `direction`, summed over `event_ndims`."""
+def single_pass(b, x, event_ndims, direction, kwargs=None):
+    """``(output, log-det)`` of bijector `b` applied to `x` in `direction`.
+
+    The building block of every chain walk (and of the reversible gradient's
+    recomputation): a tfp_flows bijector (or `tfb.Invert` of one) computes
+    its value and log-determinant together, without TFP's cache; any other
+    TFP bijector goes through its usual methods.
+
+    Args:
+      b: a bijector.
+      x: its input in `direction`.
+      event_ndims: event rank of `x`; the log-det is summed over it.
+      direction: ``"forward"`` (latent -> data) or ``"inverse"``.
+      kwargs: `b`'s own keyword arguments (a dict, or None).
+
+    Returns:
+      ``(y, log_det)``, the log-det with the batch shape of `x`.
+    """
+    kwargs = kwargs or {}
     inner, flip = b, False
     if isinstance(b, tfb.Invert) and isinstance(b.bijector, FlowBijector):
         inner, flip = b.bijector, True
@@ -64,14 +81,14 @@ def forward_and_log_det(bijector, x, event_ndims=None, **kwargs):
     """``(bijector.forward(x), fldj)`` in one pass, without TFP's cache."""
     if event_ndims is None:
         event_ndims = bijector.forward_min_event_ndims
-    return _single_pass(bijector, x, event_ndims, "forward", kwargs)
+    return single_pass(bijector, x, event_ndims, "forward", kwargs)
 
 
 def inverse_and_log_det(bijector, y, event_ndims=None, **kwargs):
     """``(bijector.inverse(y), ildj)`` in one pass, without TFP's cache."""
     if event_ndims is None:
         event_ndims = bijector.inverse_min_event_ndims
-    return _single_pass(bijector, y, event_ndims, "inverse", kwargs)
+    return single_pass(bijector, y, event_ndims, "inverse", kwargs)
 
 
 def _infer_ndims(bijectors):
@@ -100,16 +117,18 @@ class FlowChain(FlowBijector):
     Conditioning keyword arguments are routed by bijector name, at any depth:
     ``chain.inverse(y, top_prior={"labels": labels})``.
 
+    Gradients go through the stored activations, as for any TensorFlow
+    computation. Its subclass `tfp_flows.bijectors.ReversibleChain` computes
+    the same values with gradients whose memory does not grow with depth.
+
     Args:
       bijectors: list of bijectors, data side first.
-      memory_efficient: compute gradients by reconstructing each layer's input
-        from its output instead of storing activations (see
-        :mod:`tfp_flows.reversible`).
+      data_event_shape: event shape expected on the data side (checked by
+        ``inverse``), or None.
     """
 
-    def __init__(self, bijectors, *, memory_efficient=False,
-                 data_event_shape=None, validate_args=False,
-                 name="flow_chain"):
+    def __init__(self, bijectors, *, data_event_shape=None,
+                 validate_args=False, name="flow_chain"):
         parameters = dict(locals())
         bijectors = list(bijectors)
         if not bijectors:
@@ -124,7 +143,6 @@ class FlowChain(FlowBijector):
                              f"route keyword arguments); repeated: {dup}.")
         data_ndims, latent_ndims = _infer_ndims(bijectors)
         self._bijectors = bijectors
-        self._memory_efficient = bool(memory_efficient)
         self._data_event_shape = (None if data_event_shape is None else
                                   tuple(int(d) for d in data_event_shape))
         self._metadata = self._no_dependency({})
@@ -144,7 +162,9 @@ class FlowChain(FlowBijector):
 
     @property
     def memory_efficient(self):
-        return self._memory_efficient
+        """Whether gradients are reversible: False here, True for
+        `ReversibleChain`."""
+        return False
 
     @property
     def data_event_shape(self):
@@ -170,38 +190,38 @@ class FlowChain(FlowBijector):
                 f"'{self.name}' expects data of event shape {expected}; got an "
                 f"input of shape {shape}.")
 
-    # Plain walks: used directly, and as the recomputation of the reversible
-    # gradient.
-    def _walk_inverse(self, y, **kwargs):
+    # -- the plain walks ---------------------------------------------------
+    def walk_inverse(self, y, /, **kwargs):
+        """``(z, ildj)``: the chain's inverse (data -> latent), one child at a
+        time, with conditioning routed by name. This is the ordinary pass
+        whose activations backpropagation stores; subclasses that change how
+        gradients are computed (`ReversibleChain`) use it as their plain
+        pass."""
         ndims = self.inverse_min_event_ndims
         total = None
         for b in self._bijectors:
-            y, ldj = _single_pass(b, y, ndims, "inverse", route_kwargs(b, kwargs))
+            y, ldj = single_pass(b, y, ndims, "inverse", route_kwargs(b, kwargs))
             ndims = b.inverse_event_ndims(ndims)
             total = ldj if total is None else total + ldj
         return y, total
 
-    def _walk_forward(self, x, **kwargs):
+    def walk_forward(self, x, /, **kwargs):
+        """``(x, fldj)``: the chain's forward (latent -> data) pass, one child
+        at a time; see `walk_inverse`."""
         ndims = self.forward_min_event_ndims
         total = None
         for b in reversed(self._bijectors):
-            x, ldj = _single_pass(b, x, ndims, "forward", route_kwargs(b, kwargs))
+            x, ldj = single_pass(b, x, ndims, "forward", route_kwargs(b, kwargs))
             ndims = b.forward_event_ndims(ndims)
             total = ldj if total is None else total + ldj
         return x, total
 
     def _inverse_and_log_det(self, y, **kwargs):
         self._check_data(y)
-        if self._memory_efficient:
-            from tfp_flows import reversible  # pylint: disable=import-outside-toplevel
-            return reversible.inverse_and_log_det(self, y, **kwargs)
-        return self._walk_inverse(y, **kwargs)
+        return self.walk_inverse(y, **kwargs)
 
     def _forward_and_log_det(self, x, **kwargs):
-        if self._memory_efficient:
-            from tfp_flows import reversible  # pylint: disable=import-outside-toplevel
-            return reversible.forward_and_log_det(self, x, **kwargs)
-        return self._walk_forward(x, **kwargs)
+        return self.walk_forward(x, **kwargs)
 
     def _forward_event_shape(self, s):
         for b in reversed(self._bijectors):
@@ -272,7 +292,7 @@ class FactorOut(FlowBijector):
     def _apply(self, x, direction, kwargs):
         kept, out = self._split(x)
         ndims = self.forward_min_event_ndims
-        new, ldj = _single_pass(self._inner, kept, ndims, direction,
+        new, ldj = single_pass(self._inner, kept, ndims, direction,
                                 route_kwargs(self._inner, kwargs))
         if new.shape.rank is not None and kept.shape.rank is not None and \
                 new.shape[-ndims:] != kept.shape[-ndims:] and \

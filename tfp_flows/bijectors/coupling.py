@@ -185,6 +185,65 @@ class _Coupling(FlowBijector):
     def _inverse_event_shape(self, output_shape):
         return output_shape
 
+    # -- reversible gradients ------------------------------------------------
+    @property
+    def supports_reversible_step(self):
+        """True unless a subclass replaced the transform itself."""
+        cls = type(self)
+        return all(getattr(cls, m) is getattr(_Coupling, m) for m in
+                   ("_transform", "_forward_and_log_det",
+                    "_inverse_and_log_det", "_params"))
+
+    def reversible_step(self, y, dy, dldj=None, *, inverse=True,
+                        event_ndims=None):
+        """`FlowBijector.reversible_step` with one network evaluation.
+
+        The conditioning part ``c`` of `y` equals that of the input, so with
+        ``y_t = g(x_t; theta(c))``: ``x_t = g^-1(y_t; theta(c))`` (not
+        recorded), then one VJP of ``(g(x_t; theta(c)), log-det)`` with
+        respect to ``c``, ``x_t`` and the network's variables.
+        """
+        ndims = len(self._event_shape_np) if event_ndims is None else event_ndims
+        self._check_event_shape(y, self._event_shape_np)
+        with tf.GradientTape() as tape:
+            if self._split:
+                cond, trans_out = self._split_parts(y)
+                tape.watch(cond)
+                params = self._params(cond)
+                with tape.stop_recording():
+                    second, _ = self._couple(trans_out, params, not inverse)
+                tape.watch(second)
+                new, log_det = self._couple(second, params, inverse)
+                dy_cond, dy_second = self._split_parts(dy)
+            else:
+                b = tf.constant(self._mask_np, dtype=y.dtype)
+                cond = y * b  # equals b * x exactly: b is 0/1
+                tape.watch(cond)
+                params = self._params(cond)
+                with tape.stop_recording():
+                    back, _ = self._couple(y, params, not inverse)
+                    second = b * y + (1.0 - b) * back  # the whole input x
+                tape.watch(second)
+                new, log_det = self._couple(second, params, inverse)
+                if log_det is not None:
+                    log_det = log_det * (1.0 - b)
+                dy_second = (1.0 - b) * dy
+            targets, cotangents = [new], [dy_second]
+            if log_det is not None and dldj is not None:
+                targets.append(tf.broadcast_to(sum_event(log_det, ndims),
+                                               tf.shape(dldj)))
+                cotangents.append(dldj)
+        variables = list(tape.watched_variables())
+        grads = tape.gradient(targets, [cond, second] + variables,
+                              output_gradients=cotangents)
+        d_cond, d_second = (tf.zeros_like(s) if g is None else g
+                            for s, g in zip((cond, second), grads[:2]))
+        if self._split:
+            return (self._merge_parts(cond, second),
+                    self._merge_parts(dy_cond + d_cond, d_second),
+                    variables, grads[2:])
+        return second, b * dy + d_second + b * d_cond, variables, grads[2:]
+
 
 class AdditiveCoupling(_Coupling):
     """NICE's additive coupling layer (Dinh et al., 2014).

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows import priors
-from tfp_flows.bijectors import FlowChain
+from tfp_flows.bijectors import FlowChain, ReversibleChain
 
 tfd = tfp.distributions
 
@@ -76,10 +76,16 @@ def base_distribution(kind, event_shape, dtype):
     raise ValueError(f"prior must be 'gaussian' or 'logistic', got {kind!r}.")
 
 
+def chain(bijectors, *, memory_efficient=False, **kwargs):
+    """A `ReversibleChain` if `memory_efficient`, else a `FlowChain`."""
+    chain_type = ReversibleChain if memory_efficient else FlowChain
+    return chain_type(bijectors, **kwargs)
+
+
 def make_flow(bijectors, *, base, data_shape, name, metadata,
               memory_efficient=False):
     """Wraps a data-side-first list of bijectors into a distribution."""
-    chain = FlowChain(bijectors, memory_efficient=memory_efficient,
-                      data_event_shape=data_shape, name=f"{name}_chain")
-    chain.metadata.update(metadata)
-    return tfd.TransformedDistribution(base, chain, name=name)
+    flow = chain(bijectors, memory_efficient=memory_efficient,
+                 data_event_shape=data_shape, name=f"{name}_chain")
+    flow.metadata.update(metadata)
+    return tfd.TransformedDistribution(base, flow, name=name)

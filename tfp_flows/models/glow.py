@@ -9,7 +9,6 @@ from tfp_flows.bijectors import (
     AdditiveCoupling,
     AffineCoupling,
     FactorOut,
-    FlowChain,
     InvertibleConv1x1,
     PixelRescale,
     Squeeze,
@@ -114,9 +113,9 @@ def glow(image_shape, num_levels=3, num_steps=32, hidden_channels=512, *,
             if split_prior:
                 items.append(priors.split_prior(
                     squeezed, dtype=dtype, name=f"level{index}_split_prior"))
-            inner = FlowChain(level(index + 1, squeezed[:2] + (kept,)),
-                              memory_efficient=memory_efficient,
-                              name=f"level{index + 1}")
+            inner = _common.chain(level(index + 1, squeezed[:2] + (kept,)),
+                                  memory_efficient=memory_efficient,
+                                  name=f"level{index + 1}")
             items.append(FactorOut(inner, kept, name=f"level{index}_factor_out"))
         else:
             levels_meta.append((2, None))

@@ -4,7 +4,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows import masks, networks
-from tfp_flows.bijectors import AffineCoupling, FactorOut, FlowChain, PixelLogit, Squeeze
+from tfp_flows.bijectors import AffineCoupling, FactorOut, PixelLogit, Squeeze
 from tfp_flows.models import _common
 
 tfb = tfp.bijectors
@@ -86,9 +86,9 @@ def real_nvp(image_shape, num_scales=2, *, hidden_channels=64, num_blocks=4,
                            f"scale{index}_channel{i}") for i in range(3)]
         kept = squeezed[-1] // 2
         levels_meta.append((2, kept))
-        inner = FlowChain(scale(index + 1, squeezed[:2] + (kept,)),
-                          memory_efficient=memory_efficient,
-                          name=f"scale{index + 1}")
+        inner = _common.chain(scale(index + 1, squeezed[:2] + (kept,)),
+                              memory_efficient=memory_efficient,
+                              name=f"scale{index + 1}")
         items.append(FactorOut(inner, kept, name=f"scale{index}_factor_out"))
         items.append(Squeeze(2, dtype=dtype, name=f"scale{index}_unsqueeze"))
         return items

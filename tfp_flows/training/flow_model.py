@@ -44,12 +44,12 @@ class _FreezeDataInit:
 
     def __enter__(self):
         for b in self._norms:
-            b._data_init = False  # pylint: disable=protected-access
+            b.data_init = False
 
     def __exit__(self, *exc):
         # `actnorms` only listed layers whose data init was on: restore them.
         for b in self._norms:
-            b._data_init = True  # pylint: disable=protected-access
+            b.data_init = True
 
 
 class _InitializeActNorm(keras.callbacks.Callback):

@@ -26,12 +26,12 @@ def actnorms(dist):
     """Every data-initialised ActNorm of a distribution, data side first."""
     bijector = getattr(dist, "bijector", dist)
     return [b for b in flow_bijectors(bijector)
-            if isinstance(b, ActNorm) and b._data_init]  # pylint: disable=protected-access
+            if isinstance(b, ActNorm) and b.data_init]
 
 
 def needs_initialization(dist):
     """True when some ActNorm of `dist` has not been initialised yet."""
-    return any(not bool(b.initialized.numpy()) for b in actnorms(dist))
+    return any(b.needs_initialization() for b in actnorms(dist))
 
 
 def _split(element):

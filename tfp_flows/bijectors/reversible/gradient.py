@@ -1,49 +1,12 @@
-"""Reversible gradients: memory that does not grow with the depth of a flow.
+"""The custom gradient of `ReversibleChain`: one sweep that reconstructs
+every layer's input from its output (see :mod:`tfp_flows.bijectors.reversible`
+for the method).
 
-Every layer of a normalizing flow is invertible, so the activations that
-backpropagation normally stores can be *recomputed* from the layer outputs
-instead (Gomez et al., 2017, "The Reversible Residual Network"; Kingma &
-Dhariwal, 2018, Sec. 3, name it as an advantage of flows). For a chain
-``z = f_n(... f_1(x))`` with log-determinant ``L = sum_i L_i(h_{i-1})``, the
-gradient is computed by a custom gradient that keeps only ``z``:
-
-* forward pass: walk the chain without recording anything; keep ``(z, L)``;
-* backward pass, for ``i = n .. 1``, given ``h_i`` and the cotangents
-  ``dh_i = dLoss/dh_i`` and ``dL = dLoss/dL``:
-
-  1. reconstruct the layer input ``h_{i-1} = f_i^{-1}(h_i)``;
-  2. recompute ``f_i(h_{i-1})`` under a `tf.GradientTape` and take its
-     vector-Jacobian product ``(dh_{i-1}, dtheta_i) = VJP(dh_i, dL)``.
-
-At any time only one layer's activations are alive, so peak memory is
-constant in depth (plus the parameters and their gradients).
-
-**Couplings** get a cheaper step: the conditioning half is the same on both
-sides, so the network is evaluated once on the tape, its output serves both
-the reconstruction and the VJP (about 1.33x the cost of the normal gradient
-instead of 1.67x for reconstruct + recompute).
-
-**Structure.** The backward walk descends into nested `FlowChain`,
-`FactorOut` and `tfb.Invert` of those, so every leaf layer is reconstructed
-and recomputed exactly once, whatever the nesting. Any other TFP bijector is
-a leaf: its input is reconstructed with its own inverse and its value and
-log-determinant recomputed through the usual TFP methods.
-
-**Ordering.** In a graph (`tf.function`, XLA) the reconstruction of layer i
-only depends on ``h_i``, so an executor could run every reconstruction ahead of
-the gradient sweep and store them all. Each reconstruction therefore gets a
-data dependency on the incoming cotangent ``dh_i`` (as in `tf.recompute_grad`;
-XLA ignores control dependencies).
-
-**Graph size.** In a graph, runs of identical blocks (Glow's ``K`` steps per
-level) are traced once and called per block with that block's variables
-(:mod:`tfp_flows._reversible_blocks`), so the graph, and the memory
-TensorFlow spends on it, does not grow with ``K`` either.
-
-**Limits.** First-order gradients only. The reconstruction is exact up to
-rounding, which compounds over depth in float32 (see ``docs/memory.md``).
-Uses TensorFlow internals (``record.stop_recording``, the same one
-`tf.recompute_grad` uses, and ``ConcreteFunction._call_flat``).
+The pass records nothing; the gradient is recorded on the active tapes as one
+operation whose backward function walks the chain from its output side,
+descending into nested chains, `FactorOut` and `tfb.Invert` of those, and
+running repeated blocks as traced functions in a graph
+(:mod:`tfp_flows.bijectors.reversible.blocks`).
 """
 
 import contextlib
@@ -54,16 +17,15 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow.python.eager import record  # pylint: disable=no-name-in-module
 
-from tfp_flows import _reversible_blocks as blocks
-from tfp_flows._reversible_layers import Accumulator, flip, in_ndims, leaf_backward
 from tfp_flows.bijectors.actnorm import ActNorm
 from tfp_flows.bijectors.base import flow_bijectors
-from tfp_flows.bijectors.chain import FactorOut, FlowChain, _single_pass, route_kwargs
+from tfp_flows.bijectors.chain import FactorOut, FlowChain, route_kwargs, single_pass
+from tfp_flows.bijectors.reversible import blocks
+from tfp_flows.bijectors.reversible.layers import Accumulator, flip, in_ndims, leaf_backward
 
 tfb = tfp.bijectors
-tfd = tfp.distributions
 
-__all__ = ["inverse_and_log_det", "forward_and_log_det", "memory_efficient"]
+__all__ = ["inverse_and_log_det", "forward_and_log_det"]
 
 _STATE = threading.local()
 
@@ -88,7 +50,7 @@ def _nested():
 def inverse_and_log_det(chain, y, /, **kwargs):
     """``chain.inverse(y)`` and its log-det, with reversible gradients.
 
-    Called by `FlowChain._inverse_and_log_det` when ``memory_efficient=True``.
+    The pass of `ReversibleChain` (data -> latent).
 
     Args:
       chain: a `FlowChain`.
@@ -100,7 +62,7 @@ def inverse_and_log_det(chain, y, /, **kwargs):
       log-determinant (batch shape).
     """
     if _nested():
-        return chain._walk_inverse(y, **kwargs)  # pylint: disable=protected-access
+        return chain.walk_inverse(y, **kwargs)
     _initialize_first(chain, y, kwargs)
     return _reversible(chain, y, "inverse", kwargs)
 
@@ -109,7 +71,7 @@ def forward_and_log_det(chain, x, /, **kwargs):
     """``chain.forward(x)`` (latent -> data) and its log-det, with reversible
     gradients (e.g. for gradients through samples)."""
     if _nested():
-        return chain._walk_forward(x, **kwargs)  # pylint: disable=protected-access
+        return chain.walk_forward(x, **kwargs)
     return _reversible(chain, x, "forward", kwargs)
 
 
@@ -122,8 +84,7 @@ def _initialize_first(chain, y, kwargs):
     if chain not in _ACTNORMS:
         _ACTNORMS[chain] = tuple(b for b in flow_bijectors(chain)
                                  if isinstance(b, ActNorm))
-    pending = [b for b in _ACTNORMS[chain]
-               if b._data_init and not b._is_initialized_now()]  # pylint: disable=protected-access
+    pending = [b for b in _ACTNORMS[chain] if b.needs_initialization()]
     if not pending:
         return
     if not tf.executing_eagerly():
@@ -135,7 +96,7 @@ def _initialize_first(chain, y, kwargs):
             "gradient of a traced function. Call tfp_flows.initialize(dist, "
             "batch) eagerly before tracing (or before Keras fit).")
     with record.stop_recording(), _plain_walks():
-        chain._walk_inverse(tf.stop_gradient(y), **kwargs)  # pylint: disable=protected-access
+        chain.walk_inverse(tf.stop_gradient(y), **kwargs)
 
 
 # -- the custom gradient ------------------------------------------------------
@@ -228,7 +189,7 @@ def _walk(b, direction, ndims, kwargs, x):
         new, ldj = _walk(inner.bijector, d, ndims,
                          route_kwargs(inner.bijector, kwargs), x[..., :k])
         return tf.concat([new, x[..., k:]], axis=-1), ldj
-    return _single_pass(b, x, ndims, direction, kwargs)
+    return single_pass(b, x, ndims, direction, kwargs)
 
 
 def _backward(b, direction, ndims, kwargs, y, dy, dldj, acc):
@@ -261,76 +222,3 @@ def _backward(b, direction, ndims, kwargs, y, dy, dldj, acc):
         return (tf.concat([x_kept, y[..., k:]], axis=-1),
                 tf.concat([dx_kept, dy[..., k:]], axis=-1))
     return leaf_backward(b, direction, ndims, kwargs, y, dy, dldj, acc)
-
-
-# -- switching it on ----------------------------------------------------------
-def memory_efficient(dist_or_bijector, enabled=True):
-    """An equivalent flow whose gradients are reversible (or not).
-
-    Rebuilds the containers (`FlowChain`, `FactorOut`, `tfb.Invert` of those,
-    and `tfb.Chain`, which becomes a `FlowChain`) with ``memory_efficient=
-    enabled`` and reuses every leaf bijector, so the result shares all
-    variables (and Keras layers) with the original: training one trains the
-    other. A leaf bijector given on its own is wrapped in a one-element
-    `FlowChain`; its conditioning kwargs are then routed by its name.
-
-    Args:
-      dist_or_bijector: a `tfd.TransformedDistribution` over a tfp_flows chain
-        (e.g. from `tfp_flows.models`), or a bijector.
-      enabled: True for reversible gradients, False for the normal path.
-
-    Returns:
-      A distribution (same base distribution and name) or a `FlowChain`.
-
-    Raises:
-      TypeError: if the argument is neither a bijector nor a transformed
-        distribution.
-
-    Example:
-      >>> dist = tfp_flows.models.glow([8, 8, 3], 2, 2, 16)
-      >>> lean = tfp_flows.memory_efficient(dist)
-      >>> lean.trainable_variables == dist.trainable_variables
-      True
-    """
-    if isinstance(dist_or_bijector, tfd.Distribution) and isinstance(
-            getattr(dist_or_bijector, "bijector", None), tfb.Bijector):
-        # (tfd.TransformedDistribution may build a non-composite subclass.)
-        bijector = memory_efficient(dist_or_bijector.bijector, enabled)
-        return tfd.TransformedDistribution(dist_or_bijector.distribution,
-                                           bijector, name=dist_or_bijector.name)
-    if not isinstance(dist_or_bijector, tfb.Bijector):
-        raise TypeError(
-            "memory_efficient() takes a tfd.TransformedDistribution or a "
-            f"bijector, got {type(dist_or_bijector).__name__}.")
-    rebuilt = _rebuild(dist_or_bijector, bool(enabled))
-    if isinstance(rebuilt, FlowChain):
-        return rebuilt
-    return FlowChain([rebuilt], memory_efficient=bool(enabled),
-                     name=f"{rebuilt.name}_chain")
-
-
-def _rebuild(b, enabled):
-    if isinstance(b, FlowChain):
-        new = FlowChain([_rebuild(c, enabled) for c in b.bijectors],
-                        memory_efficient=enabled,
-                        data_event_shape=b.data_event_shape,
-                        validate_args=b.validate_args, name=b.name)
-        new.metadata.update(b.metadata)
-        if "config" in new.metadata:
-            new.metadata["config"] = dict(new.metadata["config"],
-                                          memory_efficient=enabled)
-        return new
-    if isinstance(b, FactorOut):
-        return FactorOut(_rebuild(b.bijector, enabled), b.num_kept,
-                         validate_args=b.validate_args, name=b.name)
-    if isinstance(b, tfb.Invert) and isinstance(
-            b.bijector, (FlowChain, FactorOut, tfb.Chain)):
-        return tfb.Invert(_rebuild(b.bijector, enabled),
-                          validate_args=b.validate_args, name=b.name)
-    if type(b) is tfb.Chain:  # pylint: disable=unidiomatic-typecheck
-        names = [c.name for c in b.bijectors]
-        if len(set(names)) == len(names):
-            return FlowChain([_rebuild(c, enabled) for c in b.bijectors],
-                             memory_efficient=enabled,
-                             validate_args=b.validate_args, name=b.name)
-    return b

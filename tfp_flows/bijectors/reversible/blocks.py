@@ -31,10 +31,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.ops import resource_variable_ops  # pylint: disable=no-name-in-module
 
-from tfp_flows._reversible_layers import Accumulator, leaf_backward, out_ndims
 from tfp_flows.bijectors.base import FlowBijector
-from tfp_flows.bijectors.chain import FactorOut, FlowChain, _single_pass
-from tfp_flows.bijectors.coupling import _Coupling
+from tfp_flows.bijectors.chain import FactorOut, FlowChain, single_pass
+from tfp_flows.bijectors.reversible.layers import Accumulator, leaf_backward, out_ndims
 
 __all__ = ["MAX_PERIOD", "MIN_BLOCKS", "Run", "plan"]
 
@@ -113,12 +112,13 @@ def _signature(b, ndims):
         params = {k: _freeze(v) for k, v in b.parameters.items()
                   if k not in ("name", "seed", "network", "validate_args")}
         net = None
-        if isinstance(b, _Coupling):
-            if not isinstance(b.network, keras.layers.Layer):
+        if "network" in b.parameters:  # e.g. a coupling: compare its network
+            network = getattr(b, "network", None)
+            if not isinstance(network, keras.layers.Layer):
                 return None
-            config = dict(b.network.get_config())
+            config = dict(network.get_config())
             config.pop("name", None)
-            net = (type(b.network), json.dumps(config, sort_keys=True, default=str))
+            net = (type(network), json.dumps(config, sort_keys=True, default=str))
     except TypeError:
         return None
     variables = tuple((tuple(v.shape), v.dtype.name, v.trainable)
@@ -151,7 +151,7 @@ class Run:
     def _forward_body(self, x):
         total = None
         for b, r in zip(self.units[0], self.ndims):
-            x, ldj = _single_pass(b, x, r, self.direction, {})
+            x, ldj = single_pass(b, x, r, self.direction, {})
             total = ldj if total is None else total + ldj
         return x, total
 
