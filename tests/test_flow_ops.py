@@ -85,7 +85,7 @@ def test_bits_per_dim_rejects_bad_shapes_and_types(flows):
 def test_bits_per_dim_range_follows_n_bits():
     """A 5-bit model (Glow's CelebA setting) takes pixels in [0, 32)."""
     dist = tiny("glow", SHAPE, n_bits=5)
-    assert dist.bijector.metadata["num_bins"] == 32
+    assert dist.bijector.description.num_bins == 32
     ok = np.full((1,) + SHAPE, 31)
     assert np.isfinite(tfp_flows.bits_per_dim(dist, ok)).all()
     with pytest.raises(ValueError, match=r"\[0, 31\].*max 32"):

@@ -38,7 +38,7 @@ def test_tiny_models_sample_log_prob_and_round_trip(name, shape):
     # (as for tfb.Glow); TransformedDistribution subclasses it.
     assert isinstance(dist, transformed_distribution._TransformedDistribution)
     assert tuple(dist.event_shape) == shape
-    assert dist.bijector.metadata["model"] == name
+    assert dist.bijector.description.model == name
 
     # sample shapes, through the helper and the plain TFP API
     s = tfp_flows.sample(dist, 3, seed=(1, 2))
@@ -164,7 +164,7 @@ def test_uniform_through_real_nvp_logit_preprocessing(bins):
         tfd.Uniform(np.float32(a), np.float32(1 - a)), tfb.Invert(tfb.Sigmoid()))
     base = tfd.Sample(logit_of_uniform, sample_shape=(8, 8, 1))
     chain = B.FlowChain([pre], data_event_shape=(8, 8, 1))
-    chain.metadata.update(model.bijector.metadata)
+    chain.description = model.bijector.description
     dist = tfd.TransformedDistribution(base, chain)
     bpd = tfp_flows.bits_per_dim(dist, rng.integers(0, bins, size=(16, 8, 8, 1)))
     # float32: per-pixel log terms of up to ~10 nats cancel to ~1e-6 each
@@ -299,7 +299,7 @@ def test_glow_structure_and_options():
     dist = tiny("glow", (8, 8, 1))
     names = {b.name for b in B.flow_bijectors(dist.bijector)}
     assert {"top_prior", "level1_split_prior"} <= names
-    assert dist.bijector.metadata["levels"] == [(2, 2), (2, None)]
+    assert dist.bijector.description.levels == ((2, 2), (2, None))
 
 
 def test_real_nvp_structure():
@@ -335,7 +335,7 @@ def test_nice_vector_and_image_shapes():
 def test_from_config_rebuilds_the_same_model(name):
     rng = np.random.default_rng(12)
     dist = ready(tiny(name, (8, 8, 1)), rng)
-    clone = models.from_config(dist.bijector.metadata["config"])
+    clone = models.from_config(dist.bijector.description.config)
     assert [v.shape for v in clone.trainable_variables] == [
         v.shape for v in dist.trainable_variables]
     for src, dst in zip(dist.variables, clone.variables):

@@ -142,8 +142,8 @@ def test_builders_flag_sets_every_chain():
     normal = tfp_flows.memory_efficient(dist, enabled=False)
     assert not any(c.memory_efficient for c in B.flow_bijectors(normal.bijector)
                    if isinstance(c, B.FlowChain))
-    assert normal.bijector.metadata["config"]["memory_efficient"] is False
-    assert dist.bijector.metadata["config"]["memory_efficient"] is True
+    assert normal.bijector.description.config["memory_efficient"] is False
+    assert dist.bijector.description.config["memory_efficient"] is True
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
@@ -367,7 +367,7 @@ def test_memory_efficient_api():
     assert isinstance(lean, tfd.Distribution) and lean.name == dist.name
     assert lean.distribution is dist.distribution
     assert lean.bijector.memory_efficient and not dist.bijector.memory_efficient
-    assert lean.bijector.metadata["levels"] == dist.bijector.metadata["levels"]
+    assert lean.bijector.description.levels == dist.bijector.description.levels
     assert [id(layer) for layer in tfp_flows.keras_layers(lean)] == [
         id(layer) for layer in tfp_flows.keras_layers(dist)]
     assert isinstance(lean.bijector, B.ReversibleChain)

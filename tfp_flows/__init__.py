@@ -2,6 +2,7 @@
 
 from tfp_flows import bijectors, data, masks, models, networks, priors
 from tfp_flows.bijectors import keras_layers, memory_efficient
+from tfp_flows.description import FlowDescription, describe
 from tfp_flows.export import export
 from tfp_flows.flow_ops import (
                                 Latents,
@@ -20,6 +21,6 @@ __all__ = [
     "bijectors", "data", "masks", "models", "networks", "priors",
     "keras_layers", "bits_per_dim", "sample", "encode", "decode",
     "interpolate", "initialize", "Latents", "__version__", "export",
-    "memory_efficient",
+    "memory_efficient", "FlowDescription", "describe",
     "training", "FlowModel", "SampleGrid", "TensorBoardSamples", "LinearWarmup",
 ]

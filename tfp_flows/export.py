@@ -52,9 +52,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_flows import flow_ops
+from tfp_flows import evaluation, flow_ops
 from tfp_flows.bijectors import ActNorm, flow_bijectors
 from tfp_flows.bijectors.chain import forward_and_log_det
+from tfp_flows.description import describe
 
 tfd = tfp.distributions
 
@@ -143,8 +144,10 @@ def sample_with_seed(dist, num, temperature, seed, labels=None):
       ``[num, *event_shape]`` samples.
     """
     kwargs = conditioning_kwargs(dist, labels)
-    temperature = tf.cast(temperature, dist.dtype)
-    z = dist.distribution.sample(num, seed=stateless_seed(seed)) * temperature
+    if not isinstance(temperature, tf.Tensor):
+        temperature = evaluation.check_temperature(temperature)
+    z = evaluation.base_sample(dist, num, tf.cast(temperature, dist.dtype),
+                               stateless_seed(seed))
     return forward_and_log_det(dist.bijector, z, **kwargs)[0]
 
 
@@ -154,10 +157,8 @@ def bits_per_dim_with_seed(dist, images, seed, labels=None):
     ``-log p(x + u) / (D log 2)`` with ``u = stateless_uniform(seed)`` in
     ``[0, 1)``; the same function runs inside the ``bits_per_dim`` signature.
     """
-    x = tf.cast(images, dist.dtype)
-    noise = tf.random.stateless_uniform(tf.shape(x), seed=stateless_seed(seed),
-                                        dtype=dist.dtype)
-    return flow_ops.bits_per_dim(dist, x + noise, dequantize=False,
+    x = evaluation.dequantize(tf.cast(images, dist.dtype), stateless_seed(seed))
+    return flow_ops.bits_per_dim(dist, x, dequantize=False,
                                  bijector_kwargs=conditioning_kwargs(dist, labels))
 
 
@@ -212,13 +213,13 @@ class ServingModule(tf.Module):
         # the SavedModel does not need, and make saving several times slower.
         self._distribution = self._no_dependency(dist)
         self.model_variables = list(dist.variables)
-        meta = getattr(dist.bijector, "metadata", None) or {}
-        self._levels = list(meta.get("levels", []))
-        self._num_bins = meta.get("num_bins")
+        description = describe(dist)
+        self._levels = list(description.levels) if description else []
+        self._num_bins = description.num_bins if description else None
         self._conditional = bool(class_conditional_priors(dist))
         self._event = tuple(dist.event_shape.as_list())
-        self._config_json = json.dumps(meta.get("config", {}), sort_keys=True,
-                                       default=str)
+        self._config_json = json.dumps(dict(description.config) if description else {},
+                                       sort_keys=True, default=str)
         self._build()
 
     @property
@@ -291,7 +292,7 @@ class ServingModule(tf.Module):
 
             def bpd_fn(x, labels=None):
                 lp = log_prob_fn(x, labels)["log_prob"]
-                return {"bits_per_dim": -lp / (dim * np.log(2.0))}
+                return {"bits_per_dim": evaluation.bits_per_dim(lp, dim)}
             bpd_specs = [data]
 
         def sample_fn(num, temperature, seed, labels=None):

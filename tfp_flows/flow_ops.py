@@ -7,8 +7,10 @@ import collections
 import numpy as np
 import tensorflow as tf
 
+from tfp_flows import evaluation
 from tfp_flows.bijectors import ActNorm, flow_bijectors
 from tfp_flows.bijectors.chain import forward_and_log_det, inverse_and_log_det
+from tfp_flows.description import describe
 
 __all__ = ["bits_per_dim", "sample", "encode", "decode", "interpolate",
            "initialize", "Latents", "validate_images", "num_bins"]
@@ -25,13 +27,15 @@ Attributes:
 """
 
 
-def _metadata(dist):
-    return getattr(dist.bijector, "metadata", {}) or {}
+def _levels(dist):
+    d = describe(dist)
+    return d.levels if d is not None else ()
 
 
 def num_bins(dist):
     """Number of pixel intensity bins the model was built for (or None)."""
-    return _metadata(dist).get("num_bins")
+    d = describe(dist)
+    return d.num_bins if d is not None else None
 
 
 def _event_shape(dist):
@@ -133,10 +137,9 @@ def bits_per_dim(dist, images, *, dequantize=True, seed=None,
     """
     x = validate_images(dist, images, integer=dequantize)
     if dequantize:
-        x = x + tf.random.uniform(tf.shape(x), dtype=x.dtype, seed=seed)
-    dim = float(np.prod(_event_shape(dist)))
+        x = evaluation.dequantize(x, seed)
     log_p = dist.log_prob(x, bijector_kwargs=bijector_kwargs or {})
-    return -log_p / (dim * np.log(2.0))
+    return evaluation.bits_per_dim(log_p, np.prod(_event_shape(dist)))
 
 
 def sample(dist, n, temperature=1.0, seed=None, bijector_kwargs=None):
@@ -146,11 +149,7 @@ def sample(dist, n, temperature=1.0, seed=None, bijector_kwargs=None):
     standard deviation by ``temperature``, as in the paper. ``temperature=0``
     decodes the zero latent.
     """
-    temperature = float(temperature)
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}.")
-    z = dist.distribution.sample(n, seed=seed) * tf.cast(temperature,
-                                                          dist.dtype)
+    z = evaluation.base_sample(dist, n, temperature, seed)
     return forward_and_log_det(dist.bijector, z, **(bijector_kwargs or {}))[0]
 
 
@@ -206,7 +205,7 @@ def encode(dist, x, bijector_kwargs=None):
     x = tf.convert_to_tensor(x, dtype=dist.dtype)
     _check_finite(x, "images")
     z, _ = inverse_and_log_det(dist.bijector, x, **(bijector_kwargs or {}))
-    return Latents(z, _unpack(z, _metadata(dist).get("levels", [])))
+    return Latents(z, _unpack(z, _levels(dist)))
 
 
 def decode(dist, z, bijector_kwargs=None):
@@ -221,7 +220,7 @@ def decode(dist, z, bijector_kwargs=None):
         z = z.flat
     elif isinstance(z, (list, tuple)):
         z = _pack([tf.convert_to_tensor(t, dist.dtype) for t in z],
-                  _metadata(dist).get("levels", []))
+                  _levels(dist))
     z = tf.convert_to_tensor(z, dtype=dist.dtype)
     _check_latent(dist, z)
     _check_finite(z, "latents")

@@ -145,7 +145,7 @@ class FlowChain(FlowBijector):
         self._bijectors = bijectors
         self._data_event_shape = (None if data_event_shape is None else
                                   tuple(int(d) for d in data_event_shape))
-        self._metadata = self._no_dependency({})
+        self._description = None
         dtype = next((b.dtype for b in bijectors if b.dtype is not None),
                      tf.float32)
         super().__init__(event_ndims=latent_ndims,
@@ -172,9 +172,14 @@ class FlowChain(FlowBijector):
         return self._data_event_shape
 
     @property
-    def metadata(self):
-        """Free-form dict the model builders fill (config, pixel bins, levels)."""
-        return self._metadata
+    def description(self):
+        """The :class:`tfp_flows.description.FlowDescription` a model builder
+        attached (None for a hand-built chain)."""
+        return self._description
+
+    @description.setter
+    def description(self, value):
+        self._description = self._no_dependency(value)
 
     def _check_data(self, y):
         if self._data_event_shape is None:

@@ -106,7 +106,7 @@ def build_parser():
                    "(MNIST/Fashion-MNIST IDX files, or a tfds data dir); stored "
                    "with the run, and may change when resuming")
     p.add_argument("--epochs", type=_positive_int,
-                   help="total epochs (default: 40 on digits, 10 elsewhere); "
+                   help="total epochs (default: 60 on digits, 10 elsewhere); "
                    "raise it to extend a finished run")
     p.add_argument("--batch-size", type=_positive_int, help="default: 64")
     p.add_argument("--learning-rate", type=_float(0.0, True),
@@ -225,7 +225,7 @@ def _evaluate(args):
     n_bits = config["n_bits"] if base.n_bits is not None else 8
     info = data.info(base.name, n_bits, image_size)
     event = tuple(model.distribution.event_shape.as_list())
-    bins = model.distribution.bijector.metadata.get("num_bins")
+    bins = tfp_flows.flow_ops.num_bins(model.distribution)
     if tuple(info.shape) != event or info.num_bins != bins:
         raise ValueError(
             f"the model of {args.dir} takes {'x'.join(map(str, event))} images "

@@ -18,6 +18,8 @@ import numbers
 
 import tensorflow as tf
 
+from tfp_flows import evaluation
+
 __all__ = ["DatasetInfo", "reduce_bits", "finish", "from_arrays", "check_positive_int",
            "check_n_bits", "check_seed", "DEFAULT_SHUFFLE_BUFFER"]
 
@@ -142,8 +144,7 @@ def finish(ds, *, batch_size, shuffle, shuffle_buffer, seed, drop_remainder,
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
         def add_noise(element, pair):
-            return _apply_to_images(element, lambda x: x + tf.random.stateless_uniform(
-                tf.shape(x), seed=pair, dtype=x.dtype))
+            return _apply_to_images(element, lambda x: evaluation.dequantize(x, pair))
 
         ds = tf.data.Dataset.zip((ds, seeds)).map(add_noise,
                                                   num_parallel_calls=tf.data.AUTOTUNE)

@@ -10,7 +10,7 @@ BUILDERS = {"glow": glow, "real_nvp": real_nvp, "nice": nice,
 
 
 def from_config(config):
-    """Rebuilds a model from ``dist.bijector.metadata['config']``.
+    """Rebuilds a model from ``dist.bijector.description.config``.
 
     ``config`` holds the builder's own keyword arguments plus ``model``.
     """

@@ -8,6 +8,7 @@ import tensorflow_probability as tfp
 
 from tfp_flows import priors
 from tfp_flows.bijectors import FlowChain, ReversibleChain
+from tfp_flows.description import FlowDescription
 
 tfd = tfp.distributions
 
@@ -82,10 +83,15 @@ def chain(bijectors, *, memory_efficient=False, **kwargs):
     return chain_type(bijectors, **kwargs)
 
 
-def make_flow(bijectors, *, base, data_shape, name, metadata,
+def make_flow(bijectors, *, base, data_shape, name, config, num_bins=None,
+              levels=(), num_classes=None, label_bijector=None,
               memory_efficient=False):
-    """Wraps a data-side-first list of bijectors into a distribution."""
+    """Wraps a data-side-first list of bijectors into a distribution whose
+    chain carries the builder's :class:`FlowDescription`."""
     flow = chain(bijectors, memory_efficient=memory_efficient,
                  data_event_shape=data_shape, name=f"{name}_chain")
-    flow.metadata.update(metadata)
+    flow.description = FlowDescription(
+        model=config["model"], config=config, event_shape=data_shape,
+        num_bins=num_bins, levels=levels, num_classes=num_classes,
+        label_bijector=label_bijector if num_classes is not None else None)
     return tfd.TransformedDistribution(base, flow, name=name)

@@ -136,10 +136,8 @@ def glow(image_shape, num_levels=3, num_steps=32, hidden_channels=512, *,
                   split_prior=bool(split_prior), scale_fn=scale_fn,
                   memory_efficient=bool(memory_efficient), seed=seed,
                   dtype=dtype.name, name=name)
-    metadata = {"model": "glow", "config": config, "num_bins": bins,
-                "image_shape": shape, "levels": levels_meta,
-                "num_classes": num_classes}
     return _common.make_flow(
         bijectors, base=_common.base_distribution("gaussian", shape, dtype),
-        data_shape=shape, name=name, metadata=metadata,
+        data_shape=shape, name=name, config=config, num_bins=bins,
+        levels=levels_meta, num_classes=num_classes, label_bijector="top_prior",
         memory_efficient=memory_efficient)

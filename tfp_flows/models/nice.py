@@ -84,9 +84,7 @@ def nice(event_shape, *, num_couplings=4, hidden_units=1000,
                   num_hidden_layers=int(num_hidden_layers), prior=prior,
                   num_bins=bins, actnorm=bool(actnorm), memory_efficient=bool(memory_efficient),
                   dtype=dtype.name, name=name)
-    metadata = {"model": "nice", "config": config, "num_bins": bins,
-                "image_shape": shape, "levels": [], "num_classes": None}
     return _common.make_flow(
         bijectors, base=_common.base_distribution(prior, [dim], dtype),
-        data_shape=shape, name=name, metadata=metadata,
+        data_shape=shape, name=name, config=config, num_bins=bins,
         memory_efficient=memory_efficient)

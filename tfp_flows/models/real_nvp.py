@@ -101,13 +101,10 @@ def real_nvp(image_shape, num_scales=2, *, hidden_channels=64, num_blocks=4,
                   num_blocks=int(num_blocks), num_bins=bins, alpha=float(alpha),
                   scale_fn=scale_fn, memory_efficient=bool(memory_efficient),
                   dtype=dtype.name, name=name)
-    metadata = {"model": "real_nvp", "config": config, "num_bins": bins,
-                "image_shape": shape, "levels": levels_meta,
-                "num_classes": None}
     return _common.make_flow(
         bijectors, base=_common.base_distribution("gaussian", shape, dtype),
-        data_shape=shape, name=name, metadata=metadata,
-        memory_efficient=memory_efficient)
+        data_shape=shape, name=name, config=config, num_bins=bins,
+        levels=levels_meta, memory_efficient=memory_efficient)
 
 
 def masks_is_channel(mask):

@@ -152,11 +152,10 @@ def vector_flow(event_shape, num_couplings=4, hidden_units=64,
                   max_log_scale=max_log_scale, affine=bool(affine),
                   num_classes=num_classes,
                   dtype=dtype.name, name=name)
-    metadata = {"model": "vector_flow", "config": config, "num_bins": None,
-                "image_shape": shape, "levels": [], "num_classes": num_classes}
     return _common.make_flow(
         bijectors, base=_common.base_distribution("gaussian", shape, dtype),
-        data_shape=shape, name=name, metadata=metadata)
+        data_shape=shape, name=name, config=config, num_classes=num_classes,
+        label_bijector="class_prior")
 
 
 def _masks(dim, num_couplings, kind, seed):

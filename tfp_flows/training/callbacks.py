@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from tfp_flows import flow_ops
+from tfp_flows import evaluation, flow_ops
 from tfp_flows.plots import image_grid
 
 __all__ = ["write_image_summary", "SampleGrid",
@@ -41,8 +41,7 @@ class _Sampler(keras.callbacks.Callback):
         super().__init__()
         if int(num_samples) < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
-        if float(temperature) < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}.")
+        temperature = evaluation.check_temperature(temperature)
         if int(every_n_epochs) < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}.")
         self.num_samples = int(num_samples)
@@ -58,7 +57,7 @@ class _Sampler(keras.callbacks.Callback):
         bins = flow_ops.num_bins(dist)
         if bins is None:
             raise ValueError("sample grids need an image model with num_bins "
-                             "in its metadata (tfp_flows.models builders).")
+                             "in its description (tfp_flows.models builders).")
         # A stateless seed (a pair): the same base noise at every epoch.
         seed = (0, int(self.seed))
         with self.model.distribute_strategy.scope():

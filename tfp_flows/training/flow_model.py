@@ -15,9 +15,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfp_flows import evaluation
 from tfp_flows import models as models_lib
 from tfp_flows.bijectors import keras_layers
 from tfp_flows.bijectors.base import _raw_variable
+from tfp_flows.description import describe
 from tfp_flows.flow_ops import validate_images
 from tfp_flows.training import init as init_lib
 
@@ -121,8 +123,9 @@ class FlowModel(keras.Model):
       dequantize: add uniform noise to every batch (training, evaluation and
         prediction).
       label_bijector: name of the bijector that receives ``labels=`` (the
-        class-conditional top prior). Default: ``'top_prior'`` when the model
-        metadata has ``num_classes``, else None (labels ignored).
+        class-conditional prior). Default: the model description's
+        ``label_bijector`` (``'top_prior'`` for a class-conditional Glow,
+        ``'class_prior'`` for `vector_flow`), else None (labels ignored).
       name: Keras model name.
     """
 
@@ -137,9 +140,9 @@ class FlowModel(keras.Model):
         super().__init__(name=name, dtype=dtype.name, **kwargs)
         self._distribution = distribution
         self.dequantize = bool(dequantize)
-        meta = getattr(bijector, "metadata", {}) or {}
-        if label_bijector is None and meta.get("num_classes") is not None:
-            label_bijector = "top_prior"
+        description = describe(distribution)
+        if label_bijector is None and description is not None:
+            label_bijector = description.label_bijector
         self.label_bijector = label_bijector
         event = distribution.event_shape
         if not event.is_fully_defined():
@@ -232,14 +235,14 @@ class FlowModel(keras.Model):
     def _dequantize(self, x):
         if not self.dequantize:
             return x
-        return x + tf.random.uniform(tf.shape(x), dtype=x.dtype)
+        return evaluation.dequantize(x)
 
     def _bits_per_dim(self, x, labels):
         kwargs = {}
         if labels is not None:
             kwargs = {self.label_bijector: {"labels": labels}}
         log_p = self._distribution.log_prob(x, bijector_kwargs=kwargs)
-        return -log_p / tf.cast(self._num_dims * np.log(2.0), log_p.dtype)
+        return evaluation.bits_per_dim(log_p, self._num_dims)
 
     def call(self, images, labels=None):
         """Per-image bits/dim ``[B]`` of `images` as given (no noise added)."""
@@ -248,9 +251,8 @@ class FlowModel(keras.Model):
 
     def _update_metrics(self, bpd):
         batch = tf.shape(bpd)[0]
-        self._nll_metric.update_state(
-            bpd * tf.cast(self._num_dims * np.log(2.0), bpd.dtype),
-            sample_weight=batch)
+        self._nll_metric.update_state(evaluation.nats(bpd, self._num_dims),
+                                      sample_weight=batch)
         self._bpd_metric.update_state(bpd, sample_weight=batch)
         logs = {m.name: m.result() for m in self.metrics}
         if _multi_worker(tf.distribute.get_strategy()):
@@ -266,8 +268,7 @@ class FlowModel(keras.Model):
         strategy = tf.distribute.get_strategy()
         with tf.GradientTape() as tape:
             bpd = self._bits_per_dim(x, labels)
-            nll = tf.reduce_mean(bpd) * tf.cast(self._num_dims * np.log(2.0),
-                                                bpd.dtype)
+            nll = evaluation.nats(tf.reduce_mean(bpd), self._num_dims)
             # Gradients are summed over replicas: divide by their number.
             loss = nll / tf.cast(strategy.num_replicas_in_sync, nll.dtype)
             loss = self.optimizer.scale_loss(loss)
@@ -354,14 +355,14 @@ class FlowModel(keras.Model):
 
     # -- serialisation -------------------------------------------------------------
     def get_config(self):
-        meta = getattr(self._distribution.bijector, "metadata", {}) or {}
-        if "config" not in meta:
+        description = describe(self._distribution)
+        if description is None:
             raise NotImplementedError(
                 "this distribution was not built by tfp_flows.models, so it "
                 "cannot be rebuilt from a config; save it with "
                 "model.save_weights('x.weights.h5') and restore with "
                 "load_weights on a FlowModel built the same way.")
-        return {"flow_config": dict(meta["config"]),
+        return {"flow_config": dict(description.config),
                 "dequantize": self.dequantize,
                 "label_bijector": self.label_bijector, "name": self.name}
 

@@ -11,6 +11,7 @@ all-reduce, so the workers agree even if their input pipelines do not.
 import numpy as np
 import tensorflow as tf
 
+from tfp_flows import evaluation
 from tfp_flows.bijectors import ActNorm, flow_bijectors
 from tfp_flows.flow_ops import initialize
 
@@ -141,12 +142,9 @@ def initialize_from_batch(dist, images, labels=None, *, dequantize=True,
             need = _any_replica(strategy, need)
         if not need:
             return False
-        x = np.asarray(images)
-        dtype = (dist.dtype or tf.float32).as_numpy_dtype
-        x = x.astype(dtype)
+        x = tf.convert_to_tensor(np.asarray(images), dist.dtype or tf.float32)
         if dequantize:
-            rng = np.random.default_rng(_INIT_NOISE_SEED)
-            x = x + rng.uniform(size=x.shape).astype(dtype)
+            x = evaluation.dequantize(x, seed=(_INIT_NOISE_SEED, 0))
         kwargs = {}
         if labels is not None and label_bijector is not None:
             kwargs = {label_bijector: {"labels": tf.convert_to_tensor(labels)}}

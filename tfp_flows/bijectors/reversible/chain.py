@@ -96,10 +96,9 @@ def _rebuild(b, chain_type):
         new = chain_type([_rebuild(c, chain_type) for c in b.bijectors],
                          data_event_shape=b.data_event_shape,
                          validate_args=b.validate_args, name=b.name)
-        new.metadata.update(b.metadata)
-        if "config" in new.metadata:
-            new.metadata["config"] = dict(new.metadata["config"],
-                                          memory_efficient=new.memory_efficient)
+        if b.description is not None:
+            new.description = b.description.replace(
+                config={"memory_efficient": new.memory_efficient})
         return new
     if isinstance(b, FactorOut):
         return FactorOut(_rebuild(b.bijector, chain_type), b.num_kept,
