@@ -1,0 +1,155 @@
+"""Collects the MNIST runs of `mnist_table.sh` into `benchmarks/results/mnist/`.
+
+For each run folder ``runs/<model>-mnist`` it writes, from what is on disk:
+
+* ``<model>.json``: the run's settings, parameters, per-epoch history
+  (train and validation bits/dim, seconds), and — only once the run is
+  complete — its test bits/dim (scored once by ``tfp-flows train`` for the
+  epoch chosen on validation);
+* ``<model>_curve.png``: train and validation bits/dim per epoch;
+* ``<model>_samples_t0.7.png`` and ``<model>_samples_t1.png``: 64 samples of
+  the run's model (the checkpoint with the lowest validation bits/dim) at
+  temperatures 0.7 and 1.0.
+
+and the table ``mnist.md`` beside the papers' figures. Unfinished runs are
+reported with their best validation figure so far and no test figure: the
+test split is never scored here.
+
+    python benchmarks/mnist_report.py [--runs runs] [--out benchmarks/results/mnist]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+
+import tfp_flows  # noqa: E402
+from tfp_flows import plots  # noqa: E402
+from tfp_flows.cli import runs, trainer  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = ("nice", "real_nvp", "glow")
+# Test bits/dim reported by the papers (8-bit MNIST, uniform dequantisation).
+PAPERS = {"nice": ("4.36", "NICE: 1980.50 nats (Dinh et al., 2014, noise of "
+                           "1/256 on [0, 1] data), converted"),
+          "real_nvp": ("1.06", "as reported in the Glow and FFJORD papers"),
+          "glow": ("1.05", "Kingma & Dhariwal, 2018")}
+TEMPERATURES = (0.7, 1.0)
+
+
+def _cpu():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return "unknown"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def collect(folder, model, out):
+    """One run's figures and pictures; None when the run has no checkpoint."""
+    run = runs.RunFolder(folder)
+    if not run.is_run():
+        return None
+    config = run.read_config()
+    latest = run.latest_checkpoint()
+    if latest is None:
+        return None
+    history = latest.history
+    metrics = None
+    if os.path.exists(run.file(runs.METRICS)):
+        metrics = runs.read_json(run.file(runs.METRICS))
+        if metrics.get("exported_epoch") != latest.epoch:
+            metrics = None  # an older completion; the run was extended
+    best = min((h for h in history if h.get("validation_bits_per_dim") is not None),
+               key=lambda h: h["validation_bits_per_dim"], default=None)
+    _, _, flow_model, chosen = trainer.open_run(folder)
+    dist = flow_model.distribution
+    bins = tfp_flows.flow_ops.num_bins(dist)
+    for t in TEMPERATURES:
+        x = tfp_flows.sample(dist, 64, t, seed=0)
+        plots.save_image_grid(np.asarray(x), bins,
+                              os.path.join(out, f"{model}_samples_t{t:g}.png"))
+    plots.save_training_curve(history, os.path.join(out, f"{model}_curve.png"),
+                              f"{model} on MNIST", selected_epoch=chosen.epoch)
+    record = {
+        "model": model, "complete": metrics is not None,
+        "epochs_done": latest.epoch, "epochs_budget": config["epochs"],
+        "num_params": int(flow_model.count_params()),
+        "model_args": config["model_args"], "batch_size": config["batch_size"],
+        "learning_rate": config["learning_rate"],
+        "warmup_steps": config["warmup_steps"],
+        "train_seconds": float(sum(h.get("seconds") or 0.0 for h in history)),
+        "best_validation_epoch": best["epoch"] if best else None,
+        "best_validation_bits_per_dim": best["validation_bits_per_dim"] if best else None,
+        "samples_from_epoch": chosen.epoch,
+        "test_bits_per_dim": metrics["test_bits_per_dim"] if metrics else None,
+        "selected_epoch": metrics["selected_epoch"] if metrics else None,
+        "history": history}
+    with open(os.path.join(out, f"{model}.json"), "w") as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+    return record
+
+
+def table(records, cpu, commit):
+    lines = ["# MNIST (real data, CPU-only training)", "",
+             "8-bit MNIST, 28x28 (no padding), uniform dequantisation; bits/dim "
+             "in the papers' units. Train: first 50,000 training images; "
+             "validation: last 10,000; test: the 10,000 t10k images. Each epoch "
+             "is scored on validation; the epoch with the lowest validation "
+             "bits/dim is the model, scored once on test when the run's budget "
+             "is done (`tfp-flows train`, `benchmarks/mnist_table.sh`).", "",
+             "| model | parameters | epochs (of budget) | train time | best validation "
+             "(epoch) | **test bits/dim** | paper |", "|---|---|---|---|---|---|---|"]
+    for model in MODELS:
+        r = records.get(model)
+        paper, source = PAPERS[model]
+        if r is None:
+            lines.append(f"| {model} | | not started | | | | {paper} ({source}) |")
+            continue
+        test = (f"**{r['test_bits_per_dim']:.3f}** (epoch {r['selected_epoch']})"
+                if r["complete"] else "running: not scored yet")
+        val = ("" if r["best_validation_bits_per_dim"] is None else
+               f"{r['best_validation_bits_per_dim']:.3f} ({r['best_validation_epoch']})")
+        lines.append(
+            f"| {model} ({', '.join(f'{k}={v}' for k, v in sorted(r['model_args'].items()))}) "
+            f"| {r['num_params']:,} | {r['epochs_done']} ({r['epochs_budget']}) "
+            f"| {r['train_seconds'] / 3600:.1f} h | {val} | {test} | {paper} ({source}) |")
+    lines += ["", f"CPU: {cpu} (2 cores; runs side by side, one thread each, "
+              "sharing the machine with other work: wall times are not "
+              f"benchmarks). Collected at commit {commit}.", "",
+              "Learning curves: `<model>_curve.png`; samples of the chosen "
+              "checkpoint at temperatures 0.7 and 1.0: "
+              "`<model>_samples_t0.7.png`, `<model>_samples_t1.png`."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", default="runs")
+    p.add_argument("--out", default=os.path.join(HERE, "results", "mnist"))
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    records = {}
+    for model in MODELS:
+        r = collect(os.path.join(args.runs, f"{model}-mnist"), model, args.out)
+        if r is not None:
+            records[model] = r
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=HERE).stdout.strip() or "unknown"
+    text = table(records, _cpu(), commit)
+    with open(os.path.join(args.out, "mnist.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
