@@ -30,17 +30,14 @@ and skipped in favour of the previous intact checkpoint (the last
 run instead of silently starting over.
 """
 
-import dataclasses
-import hashlib
 import json
 import os
 import re
 import sys
-import time
 
 import keras
 
-from tfp_flows.training.guards import all_finite
+from tfp_flows.cli.checkpoints import Checkpoint, CheckpointWriter, fsync_file, sha256
 
 __all__ = ["RunFolder", "Checkpoint", "CheckpointWriter", "RunError",
            "CheckpointError", "write_json", "read_json", "resolve_config",
@@ -70,11 +67,6 @@ class CheckpointError(RunError):
     """No intact checkpoint could be loaded; the message names the files."""
 
 
-def _fsync_file(path):
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
 def write_json(path, obj):
     """Writes JSON atomically: a temporary file renamed over ``path``."""
     tmp = os.path.join(os.path.dirname(path) or ".",
@@ -99,14 +91,6 @@ def read_json(path, what="file"):
     if not isinstance(value, dict):
         raise RunError(f"{what} {path} does not hold a JSON object.")
     return value
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_config(stored, requested, path):
@@ -147,24 +131,6 @@ def resolve_config(stored, requested, path):
         if key in requested:
             config[key] = requested[key]
     return config
-
-
-@dataclasses.dataclass(frozen=True)
-class Checkpoint:
-    """An intact checkpoint: its epoch, weights file and manifest."""
-
-    epoch: int
-    path: str
-    manifest: dict
-
-    @property
-    def history(self):
-        """Per-epoch records up to this checkpoint (list of dicts)."""
-        return list(self.manifest.get("history", []))
-
-    @property
-    def name(self):
-        return os.path.basename(self.path)
 
 
 class RunFolder:
@@ -240,7 +206,7 @@ class RunFolder:
         if size != manifest.get("bytes"):
             return None, (f"{path} is truncated or altered: {size} bytes, "
                           f"{manifest.get('bytes')} expected")
-        if _sha256(path) != manifest.get("sha256"):
+        if sha256(path) != manifest.get("sha256"):
             return None, (f"{path} is corrupted: its SHA-256 does not match "
                           f"{os.path.basename(manifest_path)}")
         return Checkpoint(epoch, path, manifest), None
@@ -302,7 +268,7 @@ class RunFolder:
         tmp = os.path.join(self.checkpoint_dir,
                            f".tmp-{os.getpid()}-{os.path.basename(path)}")
         model.save_weights(tmp)
-        _fsync_file(tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
         optimizer = getattr(model, "optimizer", None)
         steps = (int(keras.ops.convert_to_numpy(optimizer.iterations))
@@ -310,7 +276,7 @@ class RunFolder:
         last = history[-1] if history else {}
         manifest = {"format": 1, "epoch": int(epoch),
                     "file": os.path.basename(path),
-                    "bytes": os.path.getsize(path), "sha256": _sha256(path),
+                    "bytes": os.path.getsize(path), "sha256": sha256(path),
                     "optimizer_steps": steps, "history": list(history),
                     "validation_bits_per_dim": last.get("validation_bits_per_dim")}
         write_json(path[:-len(".weights.h5")] + ".json", manifest)
@@ -354,52 +320,3 @@ class RunFolder:
         for name in os.listdir(self.checkpoint_dir):  # leftovers of a kill
             if name.startswith(".tmp-"):
                 os.remove(os.path.join(self.checkpoint_dir, name))
-
-
-class CheckpointWriter(keras.callbacks.Callback):
-    """Saves a checkpoint of the run at the end of every epoch.
-
-    Keeps the per-epoch history (train and validation bits/dim, learning
-    rate) in the manifests. Nothing is saved once ``guard`` (a
-    :class:`tfp_flows.training.NaNGuard`) has seen a failure, or when any
-    weight is not finite: the last good checkpoint stays the latest.
-
-    Args:
-      folder: the :class:`RunFolder`.
-      history: records of the epochs before this `fit` (from the checkpoint
-        it resumed from).
-      guard: the run's NaN guard, or None.
-      keep: number of checkpoints kept.
-    """
-
-    def __init__(self, folder, history=(), guard=None, keep=3):
-        super().__init__()
-        self.folder, self.guard, self.keep = folder, guard, int(keep)
-        self.history = list(history)
-        self.last = None
-        self._started = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if self.guard is not None and self.guard.failure is not None:
-            return
-        if not all_finite(self.model):
-            return
-
-        def value(key):
-            v = logs.get(key)
-            return None if v is None else float(keras.ops.convert_to_numpy(v))
-
-        self.history.append({
-            "epoch": epoch + 1, "train_bits_per_dim": value("bits_per_dim"),
-            "validation_bits_per_dim": value("val_bits_per_dim"),
-            "learning_rate": value("learning_rate"),
-            "optimizer_steps": int(keras.ops.convert_to_numpy(
-                self.model.optimizer.iterations)),
-            "seconds": (time.perf_counter() - self._started
-                        if self._started is not None else None)})
-        self.last = self.folder.save_checkpoint(self.model, epoch + 1,
-                                                self.history, self.keep)
