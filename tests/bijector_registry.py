@@ -109,6 +109,21 @@ ENTRIES = [
     Entry("affine_sigmoid_interleaved_channels", lambda d: B.AffineCoupling(
         np.broadcast_to(np.array([1, 0, 1, 0, 0], np.float32), (2, 2, 5)),
         hidden=8, dtype=d), (2, 2, 5)),
+    # Neural spline couplings: B = 2 puts some N(0, 1) inputs in the linear
+    # tails; the property suite moves the zero-initialised last layer off the
+    # identity, so the splines have unequal bins and derivatives.
+    Entry("spline_image_checkerboard_conv", lambda d: B.SplineCoupling(
+        masks.checkerboard([4, 4, 2]), num_bins=5, bound=2.0, hidden=8,
+        dtype=d), (4, 4, 2),
+        shaped=lambda s, d: B.SplineCoupling(masks.checkerboard(s), num_bins=4,
+                                             bound=2.0, hidden=4, dtype=d),
+        shape_kind="image"),
+    Entry("spline_vector_mlp", lambda d: B.SplineCoupling(
+        masks.checkerboard([5], parity=1), num_bins=8, bound=2.0, hidden=16,
+        dtype=d), (5,),
+        shaped=lambda s, d: B.SplineCoupling(masks.channel(s), num_bins=3,
+                                             bound=2.0, hidden=4, dtype=d),
+        shape_kind="vector"),
     Entry("affine_user_keras_network", _user_network, (4,)),
     Entry("additive_function_network", _callable_network, (4,),
           has_variables=False),

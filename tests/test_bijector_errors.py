@@ -73,6 +73,32 @@ def test_constructor_arguments_are_validated():
         B.FlowChain([B.ActNorm(2, name="a"), B.ActNorm(2, name="a")])
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(bound=0.0), "bound must be a positive"),
+    (dict(bound=-3.0), "bound must be a positive"),
+    (dict(bound=float("inf")), "bound must be a positive"),
+    (dict(num_bins=1), "num_bins must be an integer >= 2"),
+    (dict(num_bins=0), "num_bins must be an integer >= 2"),
+    (dict(num_bins=4.5), "num_bins must be an integer >= 2"),
+    (dict(num_bins=8, min_bin_width=0.125), r"min_bin_width must be in \(0, 1/num_bins\)"),
+    (dict(min_bin_height=0.0), "min_bin_height"),
+    (dict(min_derivative=1.0), r"min_derivative must be in \(0, 1\)"),
+    (dict(mask=np.zeros([4])), r"both 0s .* got all 0"),  # nothing to condition on
+    (dict(mask=np.ones([2, 2, 2])), r"both 0s .* got all 1"),  # nothing to transform
+])
+def test_spline_coupling_rejects_bad_arguments(kwargs, match):
+    kwargs = {"mask": masks.channel([4]), "hidden": 4, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        B.SplineCoupling(**kwargs)
+
+
+def test_spline_network_with_wrong_output_is_reported_at_construction():
+    # 3 * num_bins - 1 = 11 raw values per transformed entry are expected.
+    with pytest.raises(ValueError, match=r"expected 22 output channels"):
+        B.SplineCoupling(masks.channel([4]), num_bins=4,
+                         network=lambda h: tf.concat([h] * 10, -1))
+
+
 def test_class_conditional_prior_needs_labels():
     prior = priors.LearnedPrior(2, num_classes=3)
     with pytest.raises(ValueError, match="labels"):

@@ -352,7 +352,7 @@ def test_sizes_not_divisible_raise_at_construction():
     with pytest.raises(ValueError, match="H, W, C"):
         models.glow((8, 8), num_levels=1)
     with pytest.raises(ValueError, match="coupling"):
-        models.glow((8, 8, 1), coupling="spline")
+        models.glow((8, 8, 1), coupling="cubic")
     with pytest.raises(ValueError, match="n_bits"):
         models.glow((8, 8, 1), n_bits=0)
 

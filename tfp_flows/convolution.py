@@ -6,11 +6,16 @@ shape on every backend.
 ``Conv2D`` that routes its convolution through it.
 """
 
+from __future__ import annotations
+
 import functools
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from tfp_flows.typing import TensorLike
 
 __all__ = ["SameConv2D", "conv2d_same"]
 
@@ -45,7 +50,7 @@ _DENSE_MAX_POSITIONS = 4      # H*W up to which the conv is one dense matmul
 _COMBINE_MAX_POSITIONS = 16   # H*W up to which narrow convs use tap-combine
 
 
-def conv2d_same(x, kernel):
+def conv2d_same(x: tf.Tensor, kernel: TensorLike) -> tf.Tensor:
     """``tf.nn.conv2d(x, kernel, 1, 'SAME')`` for an odd square kernel, faster
     on the shapes of Glow's coupling networks.
 
@@ -187,7 +192,8 @@ class SameConv2D(keras.layers.Conv2D):
     is :func:`conv2d_same`: the small-map paths, and the right shape for an
     empty batch on every backend. Same variables and config as ``Conv2D``."""
 
-    def __init__(self, filters, kernel_size, **kwargs):
+    def __init__(self, filters: int, kernel_size: int | tuple[int, int],
+                 **kwargs: Any) -> None:
         kwargs.setdefault("padding", "same")
         super().__init__(filters, kernel_size, **kwargs)
         if (self.padding != "same" or tuple(self.strides) != (1, 1)
@@ -197,5 +203,5 @@ class SameConv2D(keras.layers.Conv2D):
                 "SameConv2D is a stride-1, undilated, ungrouped, channels-last "
                 "'same' convolution; use keras.layers.Conv2D for other settings.")
 
-    def convolution_op(self, inputs, kernel):
+    def convolution_op(self, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return conv2d_same(inputs, kernel)

@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tensorflow_probability import bijectors as tfb
+    from tensorflow_probability import distributions as tfd
 
 __all__ = ["FlowDescription", "describe"]
 
@@ -54,7 +58,7 @@ class FlowDescription:
     num_classes: int | None = None
     label_bijector: str | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "config", dict(self.config))
         object.__setattr__(self, "event_shape", tuple(int(d) for d in self.event_shape))
         object.__setattr__(self, "levels", tuple(
@@ -78,7 +82,7 @@ class FlowDescription:
         return dataclasses.replace(self, **changes)
 
 
-def describe(dist_or_bijector: Any) -> FlowDescription | None:
+def describe(dist_or_bijector: tfd.Distribution | tfb.Bijector) -> FlowDescription | None:
     """The description of a flow built by `tfp_flows.models`, else None.
 
     Args:

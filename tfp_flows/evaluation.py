@@ -28,16 +28,18 @@ Example:
 from __future__ import annotations
 
 import numbers
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from tensorflow_probability import distributions as tfd
+
+from tfp_flows.typing import Seed, TensorLike
 
 __all__ = ["dequantize", "bits_per_dim", "nats", "check_temperature",
            "base_sample"]
 
 
-def dequantize(x: Any, seed: Any = None) -> tf.Tensor:
+def dequantize(x: TensorLike, seed: Seed = None) -> tf.Tensor:
     """Adds uniform noise ``u ~ U[0, 1)`` to every value of ``x``.
 
     Args:
@@ -56,7 +58,7 @@ def dequantize(x: Any, seed: Any = None) -> tf.Tensor:
     return x + tf.random.stateless_uniform(tf.shape(x), seed=seed, dtype=x.dtype)
 
 
-def bits_per_dim(log_prob: Any, num_dims: float) -> tf.Tensor:
+def bits_per_dim(log_prob: TensorLike, num_dims: float) -> tf.Tensor:
     """``-log_prob / (num_dims log 2)``: nats per example to bits per dimension.
 
     Args:
@@ -67,13 +69,13 @@ def bits_per_dim(log_prob: Any, num_dims: float) -> tf.Tensor:
     return -log_prob / tf.cast(float(num_dims) * np.log(2.0), log_prob.dtype)
 
 
-def nats(bits: Any, num_dims: float) -> tf.Tensor:
+def nats(bits: TensorLike, num_dims: float) -> tf.Tensor:
     """Bits/dim back to the negative log-likelihood in nats per example."""
     bits = tf.convert_to_tensor(bits)
     return bits * tf.cast(float(num_dims) * np.log(2.0), bits.dtype)
 
 
-def check_temperature(temperature: Any) -> float:
+def check_temperature(temperature: float) -> float:
     """Returns ``temperature`` as a float, or raises a ValueError when it is
     not a finite number ``>= 0``."""
     try:
@@ -85,7 +87,8 @@ def check_temperature(temperature: Any) -> float:
     return value
 
 
-def base_sample(dist: Any, n: Any, temperature: Any, seed: Any = None) -> tf.Tensor:
+def base_sample(dist: tfd.TransformedDistribution, n: int | tf.Tensor,
+                temperature: float | tf.Tensor, seed: Seed = None) -> tf.Tensor:
     """``n`` draws of the flow's base distribution, scaled by ``temperature``.
 
     Args:

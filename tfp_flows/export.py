@@ -43,21 +43,28 @@ Bad serving inputs (NaN/Inf, pixels out of range, negative temperature, wrong
 label count) fail with a `tf.errors.InvalidArgumentError` naming the problem.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
+from tensorflow_probability import bijectors as tfb
+from tensorflow_probability import distributions as tfd
 
 from tfp_flows import evaluation, flow_ops
 from tfp_flows.bijectors import ActNorm, flow_bijectors
 from tfp_flows.bijectors.chain import forward_and_log_det
 from tfp_flows.description import describe
+from tfp_flows.typing import PathLike, TensorLike
 
-tfd = tfp.distributions
+if TYPE_CHECKING:
+    from tfp_flows.training.flow_model import FlowModel
 
 __all__ = ["export", "ServingModule", "ExportPathExistsError",
            "sample_with_seed", "bits_per_dim_with_seed", "stateless_seed",
@@ -81,7 +88,7 @@ def _as_distribution(dist_or_flowmodel):
         f"{type(dist_or_flowmodel).__name__}.")
 
 
-def class_conditional_priors(dist):
+def class_conditional_priors(dist: tfd.Distribution) -> list[tfb.Bijector]:
     """The class-conditional bijectors of a flow (those taking ``labels``)."""
     bijector = getattr(dist, "bijector", None)
     if bijector is None:
@@ -90,7 +97,8 @@ def class_conditional_priors(dist):
             if getattr(b, "num_classes", None) is not None]
 
 
-def conditioning_kwargs(dist, labels):
+def conditioning_kwargs(dist: tfd.Distribution,
+                        labels: TensorLike | None) -> dict[str, Any]:
     """``bijector_kwargs`` routing ``labels`` to every class-conditional prior.
 
     Args:
@@ -114,7 +122,7 @@ def conditioning_kwargs(dist, labels):
     return {b.name: {"labels": labels} for b in priors}
 
 
-def stateless_seed(seed):
+def stateless_seed(seed: int | tf.Tensor) -> tf.Tensor:
     """An ``int32 [2]`` stateless-RNG seed from an integer ``seed`` (any int64).
 
     The low and high 31-bit parts of ``seed`` form the two words, so distinct
@@ -127,7 +135,9 @@ def stateless_seed(seed):
                    tf.int32)
 
 
-def sample_with_seed(dist, num, temperature, seed, labels=None):
+def sample_with_seed(dist: tfd.TransformedDistribution, num: int | tf.Tensor,
+                     temperature: float | tf.Tensor, seed: int | tf.Tensor,
+                     labels: TensorLike | None = None) -> tf.Tensor:
     """Seeded temperature sampling with stateless RNG ops (graph-safe).
 
     The same function runs inside the exported ``sample`` signature, so the
@@ -151,11 +161,22 @@ def sample_with_seed(dist, num, temperature, seed, labels=None):
     return forward_and_log_det(dist.bijector, z, **kwargs)[0]
 
 
-def bits_per_dim_with_seed(dist, images, seed, labels=None):
+def bits_per_dim_with_seed(dist: tfd.TransformedDistribution, images: TensorLike,
+                           seed: int | tf.Tensor,
+                           labels: TensorLike | None = None) -> tf.Tensor:
     """Bits/dim of integer pixels with stateless dequantisation noise.
 
     ``-log p(x + u) / (D log 2)`` with ``u = stateless_uniform(seed)`` in
     ``[0, 1)``; the same function runs inside the ``bits_per_dim`` signature.
+
+    Args:
+      dist: a tfp_flows distribution with pixel bins.
+      images: ``[N, *event_shape]`` integer-valued pixels.
+      seed: int scalar (see :func:`stateless_seed`).
+      labels: ``int [N]`` for a class-conditional model.
+
+    Returns:
+      ``[N]`` bits/dim.
     """
     x = evaluation.dequantize(tf.cast(images, dist.dtype), stateless_seed(seed))
     return flow_ops.bits_per_dim(dist, x, dequantize=False,
@@ -192,10 +213,11 @@ class ServingModule(tf.Module):
         with a ``.distribution`` attribute.
     """
 
-    def __init__(self, dist_or_flowmodel, name="tfp_flows_serving"):
+    def __init__(self, dist_or_flowmodel: tfd.Distribution | FlowModel,
+                 name: str = "tfp_flows_serving") -> None:
         super().__init__(name=name)
         dist = _as_distribution(dist_or_flowmodel)
-        if not (isinstance(getattr(dist, "bijector", None), tfp.bijectors.Bijector)
+        if not (isinstance(getattr(dist, "bijector", None), tfb.Bijector)
                 and isinstance(getattr(dist, "distribution", None),
                                tfd.Distribution)):
             raise ValueError("export needs a flow, i.e. a "
@@ -223,19 +245,19 @@ class ServingModule(tf.Module):
         self._build()
 
     @property
-    def distribution(self):
+    def distribution(self) -> tfd.Distribution:
         """The exported flow (in memory only; not part of the SavedModel)."""
         return self._distribution
 
     @property
-    def signature_names(self):
+    def signature_names(self) -> list[str]:
         """Names of the serving signatures, in a fixed order."""
         names = ["log_prob", "bits_per_dim", "sample", "encode", "decode"]
         if len(self._levels) > 1:
             names.append("decode_levels")
         return names
 
-    def signatures(self):
+    def signatures(self) -> dict[str, Callable[..., Any]]:
         """``{name: tf.function}`` for `tf.saved_model.save`.
 
         The functions are passed untraced: saving traces them once in its own
@@ -270,10 +292,11 @@ class ServingModule(tf.Module):
                     [labels_match(tf.shape(x)[0], labels, "input")] if cond else [])):
                 return {"log_prob": dist.log_prob(x, bijector_kwargs=self._kw(labels))}
 
+        bpd_fn: Callable[..., dict[str, tf.Tensor]]
         if self._num_bins is not None:
             bins = float(self._num_bins)
 
-            def bpd_fn(images, seed, labels=None):
+            def bpd_pixels_fn(images, seed, labels=None):
                 checks = [
                     tf.debugging.assert_non_negative(
                         images, message="pixel values must be >= 0"),
@@ -285,14 +308,16 @@ class ServingModule(tf.Module):
                 with tf.control_dependencies(checks):
                     return {"bits_per_dim": bits_per_dim_with_seed(
                         dist, images, seed, labels if cond else None)}
+            bpd_fn = bpd_pixels_fn
             bpd_specs = [tf.TensorSpec((None,) + event, tf.int32, name="images"),
                          tf.TensorSpec([], tf.int64, name="seed")]
         else:
             dim = float(np.prod(event))
 
-            def bpd_fn(x, labels=None):
+            def bpd_continuous_fn(x, labels=None):
                 lp = log_prob_fn(x, labels)["log_prob"]
                 return {"bits_per_dim": evaluation.bits_per_dim(lp, dim)}
+            bpd_fn = bpd_continuous_fn
             bpd_specs = [data]
 
         def sample_fn(num, temperature, seed, labels=None):
@@ -354,7 +379,8 @@ class ServingModule(tf.Module):
         self.metadata = metadata
 
 
-def export(dist_or_flowmodel, path, overwrite=False):
+def export(dist_or_flowmodel: tfd.Distribution | FlowModel, path: PathLike,
+           overwrite: bool = False) -> ServingModule:
     """Writes a flow as a SavedModel with serving signatures.
 
     See the module docstring for the signatures. The SavedModel loads with

@@ -2,29 +2,39 @@
 encoding to and decoding from the latent space, interpolation, and explicit
 data-dependent initialisation."""
 
-import collections
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow_probability import bijectors as tfb
+from tensorflow_probability import distributions as tfd
 
 from tfp_flows import evaluation
 from tfp_flows.bijectors import ActNorm, flow_bijectors
 from tfp_flows.bijectors.chain import forward_and_log_det, inverse_and_log_det
 from tfp_flows.description import describe
+from tfp_flows.typing import BijectorKwargs, Seed, TensorLike
 
 __all__ = ["bits_per_dim", "sample", "encode", "decode", "interpolate",
            "initialize", "Latents", "validate_images", "num_bins"]
 
-Latents = collections.namedtuple("Latents", ["flat", "levels"])
-Latents.__doc__ = """Latent code of a batch of images.
 
-Attributes:
-  flat: the standardised latent (N(0, I) under the model), with the base
-    distribution's event shape: the image shape for RealNVP and Glow,
-    ``[D]`` for NICE.
-  levels: list of per-level latents, finest level first; the last entry is
-    the top level. For single-scale models (NICE) a one-element list.
-"""
+class Latents(NamedTuple):
+    """Latent code of a batch of images.
+
+    Attributes:
+      flat: the standardised latent (N(0, I) under the model), with the base
+        distribution's event shape: the image shape for RealNVP and Glow,
+        ``[D]`` for NICE.
+      levels: list of per-level latents, finest level first; the last entry is
+        the top level. For single-scale models (NICE) a one-element list.
+    """
+
+    flat: tf.Tensor
+    levels: list[tf.Tensor]
 
 
 def _levels(dist):
@@ -32,7 +42,7 @@ def _levels(dist):
     return d.levels if d is not None else ()
 
 
-def num_bins(dist):
+def num_bins(dist: tfd.Distribution) -> float | None:
     """Number of pixel intensity bins the model was built for (or None)."""
     d = describe(dist)
     return d.num_bins if d is not None else None
@@ -78,7 +88,8 @@ def _check_finite(values, what):
             raise ValueError(f"{what} contain {bad} NaN or Inf values.")
 
 
-def validate_images(dist, images, *, integer=True, bins=None):
+def validate_images(dist: tfd.Distribution, images: TensorLike, *, integer: bool = True,
+                    bins: float | None = None) -> tf.Tensor:
     """Checks shape, dtype, finiteness and range; returns a float tensor.
 
     Raises:
@@ -113,8 +124,9 @@ def validate_images(dist, images, *, integer=True, bins=None):
     return tf.cast(images, dist.dtype)
 
 
-def bits_per_dim(dist, images, *, dequantize=True, seed=None,
-                 bijector_kwargs=None):
+def bits_per_dim(dist: tfd.Distribution, images: TensorLike, *, dequantize: bool = True,
+                 seed: Seed = None,
+                 bijector_kwargs: BijectorKwargs | None = None) -> tf.Tensor:
     """Per-image bits per dimension, in the papers' convention.
 
     ``images`` are integer-valued in ``[0, num_bins)``; uniform noise
@@ -142,7 +154,9 @@ def bits_per_dim(dist, images, *, dequantize=True, seed=None,
     return evaluation.bits_per_dim(log_p, np.prod(_event_shape(dist)))
 
 
-def sample(dist, n, temperature=1.0, seed=None, bijector_kwargs=None):
+def sample(dist: tfd.TransformedDistribution, n: int | tf.Tensor,
+           temperature: float | tf.Tensor = 1.0, seed: Seed = None,
+           bijector_kwargs: BijectorKwargs | None = None) -> tf.Tensor:
     """Draws ``n`` samples with the base noise scaled by ``temperature``.
 
     With Glow's learned priors written as bijectors, this scales every learned
@@ -192,7 +206,8 @@ def _pack(parts, levels):
     return tf.reshape(z, tf.concat([batch_shape, tf.shape(z)[1:]], 0))
 
 
-def encode(dist, x, bijector_kwargs=None):
+def encode(dist: tfd.TransformedDistribution, x: TensorLike,
+           bijector_kwargs: BijectorKwargs | None = None) -> Latents:
     """Exact encoder: data (pixel units, continuous) -> latent.
 
     Returns:
@@ -208,7 +223,8 @@ def encode(dist, x, bijector_kwargs=None):
     return Latents(z, _unpack(z, _levels(dist)))
 
 
-def decode(dist, z, bijector_kwargs=None):
+def decode(dist: tfd.TransformedDistribution, z: Latents | TensorLike | Sequence[TensorLike],
+           bijector_kwargs: BijectorKwargs | None = None) -> tf.Tensor:
     """Inverse of :func:`encode`: takes `Latents`, a flat latent, or a list of
     per-level latents, and returns data in pixel units.
 
@@ -227,7 +243,9 @@ def decode(dist, z, bijector_kwargs=None):
     return forward_and_log_det(dist.bijector, z, **(bijector_kwargs or {}))[0]
 
 
-def interpolate(dist, x0, x1, steps=8, method="linear", bijector_kwargs=None):
+def interpolate(dist: tfd.TransformedDistribution, x0: TensorLike, x1: TensorLike,
+                steps: int = 8, method: str = "linear",
+                bijector_kwargs: BijectorKwargs | None = None) -> tf.Tensor:
     """Decodes ``steps`` points between the latents of ``x0`` and ``x1``.
 
     ``z(t) = (1 - t) z0 + t z1`` (``'linear'``) or the spherical interpolation
@@ -236,7 +254,8 @@ def interpolate(dist, x0, x1, steps=8, method="linear", bijector_kwargs=None):
     ``linspace(0, 1, steps)``, then decoded.
 
     Args:
-      x0, x1: single images (event shape) or equal-size batches, pixel units.
+      x0: a single image (event shape) or a batch, pixel units.
+      x1: like `x0`, of the same shape.
       steps: number of points, endpoints included.
       method: ``'linear'`` or ``'slerp'`` (spherical, keeps the norm typical).
       bijector_kwargs: conditioning of both endpoints (e.g. class labels of
@@ -283,7 +302,7 @@ def _repeat_kwargs(kwargs, steps):
     (step-major, matching the flattened ``[steps, batch]`` latents)."""
     if not kwargs:
         return kwargs
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in kwargs.items():
         if isinstance(value, dict):
             out[key] = _repeat_kwargs(value, steps)
@@ -297,7 +316,8 @@ def _repeat_kwargs(kwargs, steps):
     return out
 
 
-def initialize(dist_or_bijector, x, bijector_kwargs=None):
+def initialize(dist_or_bijector: tfd.Distribution | tfb.Bijector, x: TensorLike,
+               bijector_kwargs: BijectorKwargs | None = None) -> int:
     """Data-dependent initialisation of every ActNorm, in data->latent order.
 
     Runs eagerly (call it outside `tf.function`; under `tf.distribute` call it
@@ -307,6 +327,10 @@ def initialize(dist_or_bijector, x, bijector_kwargs=None):
     Args:
       dist_or_bijector: a flow distribution or bijector.
       x: a batch of data (continuous, pixel units for image models).
+      bijector_kwargs: conditioning, e.g. ``{'top_prior': {'labels': y}}``.
+
+    Returns:
+      The number of ActNorm layers initialised.
     """
     if not tf.executing_eagerly():
         raise RuntimeError("initialize() must run eagerly, outside tf.function.")

@@ -11,7 +11,11 @@ array([[1., 0.],
 array([1., 1., 0., 0.], dtype=float32)
 """
 
+from __future__ import annotations
+
 import numpy as np
+
+from tfp_flows.typing import Shape
 
 __all__ = ["checkerboard", "channel"]
 
@@ -29,7 +33,7 @@ def _check(event_shape, parity):
     return shape
 
 
-def checkerboard(event_shape, parity=0):
+def checkerboard(event_shape: Shape, parity: int = 0) -> np.ndarray:
     """Checkerboard mask (RealNVP).
 
     Args:
@@ -54,7 +58,7 @@ def checkerboard(event_shape, parity=0):
     return np.repeat(board[:, :, None], c, axis=2)
 
 
-def channel(event_shape, parity=0):
+def channel(event_shape: Shape, parity: int = 0) -> np.ndarray:
     """Channel-wise mask (RealNVP after squeezing, Glow).
 
     Args:

@@ -6,10 +6,16 @@ the identity map (Glow, Sec. 3.3). Any Keras layer or callable with the same
 input/output contract can be passed to a coupling instead.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 import tensorflow as tf
 
 from tfp_flows.convolution import SameConv2D, conv2d_same
+from tfp_flows.typing import DTypeLike
 
 __all__ = ["MLP", "GlowCNN", "ResNet", "ZeroConv2D", "ZeroDense", "conv2d_same",
            "default_network", "policy_for"]
@@ -25,26 +31,29 @@ class ZeroConv2D(keras.layers.Layer):
     ``s`` all zero at initialisation (Glow's ``conv2d_zeros``).
     """
 
-    def __init__(self, filters, kernel_size=3, logscale_factor=3.0, **kwargs):
+    def __init__(self, filters: int, kernel_size: int = 3, logscale_factor: float = 3.0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.logscale_factor = float(logscale_factor)
 
-    def build(self, input_shape):
-        c_in = int(input_shape[-1])
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        c_in = input_shape[-1]
+        if c_in is None:
+            raise ValueError(f"{self.name} needs a known number of input channels.")
         k = self.kernel_size
         self.kernel = self.add_weight(
-            shape=(k, k, c_in, self.filters), initializer="zeros", name="kernel")
+            shape=(k, k, int(c_in), self.filters), initializer="zeros", name="kernel")
         self.bias = self.add_weight(
             shape=(self.filters,), initializer="zeros", name="bias")
         self.logs = self.add_weight(
             shape=(self.filters,), initializer="zeros", name="logs")
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return tuple(input_shape[:-1]) + (self.filters,)
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         # (conv(x, K) + b) * e == conv(x, K * e) + b * e: scaling the kernel
         # (k*k*c_in*c_out numbers) instead of the output saves a pass over
         # the activations, and conv + bias_add fuse into one kernel.
@@ -52,7 +61,7 @@ class ZeroConv2D(keras.layers.Layer):
         y = conv2d_same(x, self.kernel * e)
         return tf.nn.bias_add(y, self.bias * e)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "filters": self.filters,
                 "kernel_size": self.kernel_size,
                 "logscale_factor": self.logscale_factor}
@@ -62,28 +71,30 @@ class ZeroConv2D(keras.layers.Layer):
 class ZeroDense(keras.layers.Layer):
     """Dense layer initialised at zero with a learned per-unit log-scale."""
 
-    def __init__(self, units, logscale_factor=3.0, **kwargs):
+    def __init__(self, units: int, logscale_factor: float = 3.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.units = int(units)
         self.logscale_factor = float(logscale_factor)
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        width = input_shape[-1]
+        if width is None:
+            raise ValueError(f"{self.name} needs a known input width.")
         self.kernel = self.add_weight(
-            shape=(int(input_shape[-1]), self.units), initializer="zeros",
-            name="kernel")
+            shape=(int(width), self.units), initializer="zeros", name="kernel")
         self.bias = self.add_weight(
             shape=(self.units,), initializer="zeros", name="bias")
         self.logs = self.add_weight(
             shape=(self.units,), initializer="zeros", name="logs")
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         e = tf.exp(self.logs * self.logscale_factor)  # as in ZeroConv2D
         return tf.nn.bias_add(tf.matmul(x, self.kernel * e), self.bias * e)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units,
                 "logscale_factor": self.logscale_factor}
 
@@ -96,28 +107,28 @@ class _Stack(keras.layers.Layer):
     flows must checkpoint with plain TF as well as with Keras.
     """
 
-    def _set_stack(self, layers):
+    def _set_stack(self, layers: Sequence[keras.layers.Layer]) -> None:
         for i, layer in enumerate(layers):
             setattr(self, f"layer_{i}", layer)
         self._num_stack = len(layers)
 
     @property
-    def _stack(self):
+    def _stack(self) -> list[keras.layers.Layer]:
         return [getattr(self, f"layer_{i}") for i in range(self._num_stack)]
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         shape = tuple(input_shape)
         for layer in self._stack:
             layer.build(shape)
             shape = tuple(layer.compute_output_shape(shape))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         shape = tuple(input_shape)
         for layer in self._stack:
             shape = tuple(layer.compute_output_shape(shape))
         return shape
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         for layer in self._stack:
             x = layer(x)
         return x
@@ -133,8 +144,8 @@ class MLP(_Stack):
       num_hidden_layers: number of ReLU hidden layers (NICE used 5 x 1000).
     """
 
-    def __init__(self, out_units, hidden_units=256, num_hidden_layers=2,
-                 **kwargs):
+    def __init__(self, out_units: int, hidden_units: int = 256, num_hidden_layers: int = 2,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.out_units = int(out_units)
         self.hidden_units = int(hidden_units)
@@ -146,10 +157,10 @@ class MLP(_Stack):
         stack.append(ZeroDense(self.out_units, dtype=policy, name="out"))
         self._set_stack(stack)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return tuple(input_shape[:-1]) + (self.out_units,)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "out_units": self.out_units,
                 "hidden_units": self.hidden_units,
                 "num_hidden_layers": self.num_hidden_layers}
@@ -165,7 +176,7 @@ class GlowCNN(_Stack):
       hidden_channels: width of the two hidden convolutions (512 in Glow).
     """
 
-    def __init__(self, out_channels, hidden_channels=512, **kwargs):
+    def __init__(self, out_channels: int, hidden_channels: int = 512, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.out_channels = int(out_channels)
         self.hidden_channels = int(hidden_channels)
@@ -179,10 +190,10 @@ class GlowCNN(_Stack):
             ZeroConv2D(self.out_channels, 3, dtype=policy, name="conv_out"),
         ])
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return tuple(input_shape[:-1]) + (self.out_channels,)
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         conv_in, conv_hidden, conv_out = self._stack
         # conv + bias_add + relu as raw ops (TensorFlow fuses them), without
         # a Keras call on the hot path; the convolution is `conv2d_same`.
@@ -190,7 +201,7 @@ class GlowCNN(_Stack):
         h = tf.nn.relu(tf.nn.bias_add(h, conv_in.bias))
         return conv_out(conv_hidden(h))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "out_channels": self.out_channels,
                 "hidden_channels": self.hidden_channels}
 
@@ -199,7 +210,7 @@ class GlowCNN(_Stack):
 class ResidualBlock(keras.layers.Layer):
     """``x + conv3x3(relu(conv3x3(relu(x))))``."""
 
-    def __init__(self, channels, **kwargs):
+    def __init__(self, channels: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.channels = int(channels)
         policy = self.dtype_policy
@@ -208,18 +219,18 @@ class ResidualBlock(keras.layers.Layer):
         self.conv2 = SameConv2D(self.channels, 3, padding="same",
                                          dtype=policy, name="conv2")
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         self.conv1.build(input_shape)
         self.conv2.build(tuple(input_shape[:-1]) + (self.channels,))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return tuple(input_shape)
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         h = self.conv1(tf.nn.relu(x))
         return x + self.conv2(tf.nn.relu(h))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "channels": self.channels}
 
 
@@ -230,15 +241,16 @@ class ResNet(_Stack):
     conv3x3 -> ``num_blocks`` residual blocks -> ReLU -> zero conv3x3.
     """
 
-    def __init__(self, out_channels, hidden_channels=64, num_blocks=2,
-                 **kwargs):
+    def __init__(self, out_channels: int, hidden_channels: int = 64, num_blocks: int = 2,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.out_channels = int(out_channels)
         self.hidden_channels = int(hidden_channels)
         self.num_blocks = int(num_blocks)
         policy = self.dtype_policy
-        stack = [SameConv2D(self.hidden_channels, 3, padding="same",
-                                     dtype=policy, name="conv_in")]
+        stack: list[keras.layers.Layer] = [
+            SameConv2D(self.hidden_channels, 3, padding="same", dtype=policy,
+                       name="conv_in")]
         stack += [ResidualBlock(self.hidden_channels, dtype=policy,
                                 name=f"block_{i}")
                   for i in range(self.num_blocks)]
@@ -247,16 +259,16 @@ class ResNet(_Stack):
                                 name="conv_out"))
         self._set_stack(stack)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return tuple(input_shape[:-1]) + (self.out_channels,)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "out_channels": self.out_channels,
                 "hidden_channels": self.hidden_channels,
                 "num_blocks": self.num_blocks}
 
 
-def policy_for(dtype):
+def policy_for(dtype: DTypeLike) -> str:
     """Keras dtype policy for a network of a bijector with float `dtype`.
 
     float32 bijectors use the global policy, so ``mixed_bfloat16`` /
@@ -269,8 +281,9 @@ def policy_for(dtype):
     return dtype.name
 
 
-def default_network(event_ndims, out_channels, hidden=None, dtype=None,
-                    name=None):
+def default_network(event_ndims: int, out_channels: int, hidden: int | None = None,
+                    dtype: DTypeLike | None = None,
+                    name: str | None = None) -> keras.layers.Layer:
     """The default coupling network for an event rank.
 
     An :class:`MLP` for vectors (``event_ndims == 1``), a :class:`GlowCNN` for

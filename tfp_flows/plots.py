@@ -5,9 +5,16 @@ Drawing uses matplotlib's Agg canvas directly (no global backend switch, no
 display needed) and Pillow for image grids.
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tfp_flows.typing import PathLike, TensorLike
 
 __all__ = ["image_grid", "save_image_grid", "save_training_curve"]
 
@@ -15,7 +22,7 @@ __all__ = ["image_grid", "save_image_grid", "save_training_curve"]
 _GAP_LEVEL = 0.35
 
 
-def image_grid(images, num_bins, num_cols=None):
+def image_grid(images: TensorLike, num_bins: float, num_cols: int | None = None) -> np.ndarray:
     """Tiles a batch of images into one uint8 picture.
 
     Pixel values in ``[0, num_bins)`` (as sampled, continuous) are floored,
@@ -57,8 +64,9 @@ def _upscale(grid, min_size):
     return np.repeat(np.repeat(grid, factor, axis=0), factor, axis=1)
 
 
-def save_image_grid(images, num_bins, path, num_cols=None, min_size=256,
-                    gap=True):
+def save_image_grid(images: TensorLike, num_bins: float, path: PathLike,
+                    num_cols: int | None = None, min_size: int = 256,
+                    gap: bool = True) -> np.ndarray:
     """Saves images in pixel units as one PNG grid.
 
     Args:
@@ -92,7 +100,8 @@ def save_image_grid(images, num_bins, path, num_cols=None, min_size=256,
     return grid
 
 
-def save_training_curve(history, path, title="", selected_epoch=None):
+def save_training_curve(history: Sequence[Mapping[str, Any]], path: PathLike,
+                        title: str = "", selected_epoch: int | None = None) -> None:
     """Plots bits/dim per epoch (train and validation) into a PNG.
 
     Args:
@@ -117,7 +126,7 @@ def save_training_curve(history, path, title="", selected_epoch=None):
             ax.plot(x, y, marker="." if len(points) < 30 else None, label=label)
     chosen = next((h for h in history if h["epoch"] == selected_epoch), None)
     value = None if chosen is None else chosen.get("validation_bits_per_dim")
-    if value is not None:
+    if value is not None and selected_epoch is not None:
         ax.axvline(selected_epoch, color="grey", linewidth=0.5, linestyle=":")
         ax.annotate(f"epoch {selected_epoch}: validation {value:.3f}",
                     (selected_epoch, value), textcoords="offset points",

@@ -9,15 +9,18 @@ temperature sampling (``eps ~ N(0, T^2)``) scale each learned ``sigma`` by
 ``T``, as in Glow.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
+from tensorflow_probability import distributions as tfd
 
 from tfp_flows import masks, networks
 from tfp_flows.bijectors.base import FlowBijector, ParameterLayer
 from tfp_flows.bijectors.coupling import AffineCoupling
-
-tfd = tfp.distributions
+from tfp_flows.typing import DTypeLike, Shape
 
 __all__ = ["gaussian", "logistic", "LearnedPrior", "split_prior"]
 
@@ -29,14 +32,14 @@ def _event_shape(event_shape):
     return shape
 
 
-def gaussian(event_shape, dtype=tf.float32):
+def gaussian(event_shape: int | Shape, dtype: DTypeLike = tf.float32) -> tfd.Distribution:
     """Factorial standard Gaussian over `event_shape`."""
     zero = tf.zeros([], dtype)
     return tfd.Sample(tfd.Normal(zero, 1.0), sample_shape=_event_shape(event_shape),
                       name="gaussian_prior")
 
 
-def logistic(event_shape, dtype=tf.float32):
+def logistic(event_shape: int | Shape, dtype: DTypeLike = tf.float32) -> tfd.Distribution:
     """Factorial standard logistic over `event_shape` (NICE's prior)."""
     zero = tf.zeros([], dtype)
     return tfd.Sample(tfd.Logistic(zero, 1.0), sample_shape=_event_shape(event_shape),
@@ -61,12 +64,13 @@ class LearnedPrior(FlowBijector):
       event_ndims: 3 for images, 1 for vectors.
     """
 
-    def __init__(self, num_channels, num_classes=None, *, event_ndims=3,
-                 dtype=tf.float32, validate_args=False, name="learned_prior"):
+    def __init__(self, num_channels: int, num_classes: int | None = None, *,
+                 event_ndims: int = 3, dtype: DTypeLike = tf.float32,
+                 validate_args: bool = False, name: str = "learned_prior") -> None:
         parameters = dict(locals())
         c = int(num_channels)
         dtype = tf.as_dtype(dtype)
-        specs = {"bias": ((2 * c,), "zeros", True)}
+        specs: dict[str, tuple[Any, ...]] = {"bias": ((2 * c,), "zeros", True)}
         if num_classes is not None:
             if int(num_classes) < 2:
                 raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
@@ -80,7 +84,8 @@ class LearnedPrior(FlowBijector):
         self._vars = self._no_dependency(params.raw_dict())
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int | None:
+        """Number of classes of a class-conditional prior, else None."""
         return self._num_classes
 
     def _mu_log_sigma(self, x, labels):
@@ -145,7 +150,8 @@ class LearnedPrior(FlowBijector):
         return s
 
 
-def split_prior(event_shape, *, dtype=tf.float32, name="split_prior"):
+def split_prior(event_shape: Shape, *, dtype: DTypeLike = tf.float32,
+                name: str = "split_prior") -> AffineCoupling:
     """Glow's learned prior for a factored-out half, as an affine coupling.
 
     For an event ``[H, W, C]`` split into kept channels ``z1 = [..., :C/2]``

@@ -1,8 +1,11 @@
 """ActNorm: per-channel affine with data-dependent initialisation (Glow)."""
 
+from __future__ import annotations
+
 import tensorflow as tf
 
 from tfp_flows.bijectors.base import FlowBijector, ParameterLayer
+from tfp_flows.typing import DTypeLike, TensorLike
 
 __all__ = ["ActNorm"]
 
@@ -42,8 +45,9 @@ class ActNorm(FlowBijector):
       dtype: float dtype.
     """
 
-    def __init__(self, num_channels, *, event_ndims=3, data_init=True,
-                 dtype=tf.float32, validate_args=False, name="actnorm"):
+    def __init__(self, num_channels: int, *, event_ndims: int = 3,
+                 data_init: bool = True, dtype: DTypeLike = tf.float32,
+                 validate_args: bool = False, name: str = "actnorm") -> None:
         parameters = dict(locals())
         num_channels = int(num_channels)
         if num_channels <= 0:
@@ -68,25 +72,28 @@ class ActNorm(FlowBijector):
         self._initialized = self._no_dependency(raw["initialized"])
 
     @property
-    def num_channels(self):
+    def num_channels(self) -> int:
+        """Size of the last axis."""
         return self._num_channels
 
     @property
-    def loc(self):
+    def loc(self) -> tf.Variable:
+        """Per-channel location ``[C]`` (a variable)."""
         return self._loc
 
     @property
-    def log_scale(self):
+    def log_scale(self) -> tf.Variable:
+        """Per-channel log-scale ``[C]`` (a variable)."""
         return self._log_scale_var
 
     @property
-    def initialized(self):
+    def initialized(self) -> tf.Variable:
         """Saved bool variable: whether the data-dependent init has run."""
         return self._initialized
 
     # -- initialisation -----------------------------------------------------
     @property
-    def data_init(self):
+    def data_init(self) -> bool:
         """Whether ``inverse`` initialises the layer from its first data.
 
         Settable: while False, an uninitialised layer is evaluated as it
@@ -97,10 +104,10 @@ class ActNorm(FlowBijector):
         return self._data_init
 
     @data_init.setter
-    def data_init(self, value):
+    def data_init(self, value: bool) -> None:
         self._data_init = bool(value)
 
-    def is_initialized(self):
+    def is_initialized(self) -> bool | None:
         """The ``initialized`` flag as a Python bool, read now.
 
         Works eagerly and while tracing a `tf.function` (the flag is read
@@ -113,13 +120,16 @@ class ActNorm(FlowBijector):
         except Exception:  # pylint: disable=broad-except
             return None
 
-    def needs_initialization(self):
+    def needs_initialization(self) -> bool:
         """True if data initialisation is on and has not run (or the flag
         cannot be read): the next data ``inverse`` would initialise."""
         return self._data_init and not self.is_initialized()
 
-    def initialize(self, x):
+    def initialize(self, x: TensorLike) -> tf.Operation | None:
         """Sets loc/log_scale from data `x` (data space of this layer).
+
+        Returns:
+          The three assignments as one op (None when executing eagerly).
 
         Raises:
           ValueError: if `x` is empty or not finite (checked eagerly).

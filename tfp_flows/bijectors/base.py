@@ -16,13 +16,19 @@ so ``TransformedDistribution.log_prob`` never runs a network twice.
 an untracked tuple on the bijector. Nothing is duplicated in checkpoints.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NoReturn
+
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
+from tensorflow_probability import bijectors as tfb
+from tensorflow_probability import distributions as tfd
 from tensorflow_probability.python.internal import cache_util
 
-tfb = tfp.bijectors
+from tfp_flows.typing import DTypeLike, TensorLike
 
 __all__ = ["FlowBijector", "ParameterLayer", "keras_layers", "flow_bijectors"]
 
@@ -39,7 +45,8 @@ class ParameterLayer(keras.layers.Layer):
       specs: dict name -> (shape, initializer, trainable[, dtype]).
     """
 
-    def __init__(self, specs, dtype=None, **kwargs):
+    def __init__(self, specs: Mapping[str, Sequence[Any]],
+                 dtype: DTypeLike | None = None, **kwargs: Any) -> None:
         super().__init__(dtype=dtype, **kwargs)
         self._specs = {k: tuple(v) for k, v in specs.items()}
         for key, spec in self._specs.items():
@@ -51,15 +58,15 @@ class ParameterLayer(keras.layers.Layer):
             setattr(self, key, var)
         self.built = True
 
-    def raw(self, key):
+    def raw(self, key: str) -> tf.Variable:
         """The `tf.Variable` behind variable `key` (never autocast)."""
         return _raw_variable(getattr(self, key))
 
-    def raw_dict(self):
+    def raw_dict(self) -> dict[str, tf.Variable]:
         """``{name: tf.Variable}`` for every spec, in spec order."""
         return {key: self.raw(key) for key in self._specs}
 
-    def call(self, inputs=None):  # pragma: no cover - never called
+    def call(self, inputs: Any = None) -> NoReturn:  # pragma: no cover - never called
         raise TypeError("ParameterLayer only holds variables.")
 
 
@@ -92,9 +99,11 @@ class FlowBijector(tfb.Bijector):
     _cache = cache_util.BijectorCacheWithGreedyAttrs(
         forward_name="_augmented_forward", inverse_name="_augmented_inverse")
 
-    def __init__(self, *, event_ndims, parameters, name, layers=(),
-                 inverse_event_ndims=None, is_constant_jacobian=False,
-                 validate_args=False, dtype=tf.float32):
+    def __init__(self, *, event_ndims: int, parameters: dict[str, Any], name: str,
+                 layers: Iterable[keras.layers.Layer] = (),
+                 inverse_event_ndims: int | None = None,
+                 is_constant_jacobian: bool = False, validate_args: bool = False,
+                 dtype: DTypeLike = tf.float32) -> None:
         super().__init__(
             forward_min_event_ndims=event_ndims,
             inverse_min_event_ndims=(event_ndims if inverse_event_ndims is None
@@ -115,7 +124,7 @@ class FlowBijector(tfb.Bijector):
         self._raw_variables = self._no_dependency(raw)
 
     @property
-    def parameter_layers(self):
+    def parameter_layers(self) -> tuple[keras.layers.Layer, ...]:
         """The Keras layers that own this bijector's own parameters."""
         return self._param_layers
 
@@ -153,7 +162,7 @@ class FlowBijector(tfb.Bijector):
 
     # -- optional: a fused step for reversible gradients -------------------
     @property
-    def supports_reversible_step(self):
+    def supports_reversible_step(self) -> bool:
         """Whether `reversible_step` is implemented (False by default).
 
         `ReversibleChain` reconstructs a layer's input with the layer's own
@@ -163,8 +172,10 @@ class FlowBijector(tfb.Bijector):
         """
         return False
 
-    def reversible_step(self, y, dy, dldj=None, *, inverse=True,
-                        event_ndims=None):
+    def reversible_step(
+            self, y: tf.Tensor, dy: tf.Tensor, dldj: tf.Tensor | None = None, *,
+            inverse: bool = True, event_ndims: int | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor, list[tf.Variable], list[tf.Tensor | None]]:
         """Reconstructs this layer's input and back-propagates through it.
 
         Args:
@@ -210,7 +221,7 @@ class FlowBijector(tfb.Bijector):
         return tf.zeros(tf.shape(x)[:tf.rank(x) - ndims], dtype=x.dtype)
 
 
-def flow_bijectors(bijector):
+def flow_bijectors(bijector: tfb.Bijector) -> Iterator[tfb.Bijector]:
     """Yields `bijector` and every bijector nested in it (chains, Invert, ...)."""
     seen = set()
     stack = [bijector]
@@ -226,7 +237,8 @@ def flow_bijectors(bijector):
                 recursive=False, predicate=lambda m: isinstance(m, tfb.Bijector)))
 
 
-def keras_layers(dist_or_bijector):
+def keras_layers(
+        dist_or_bijector: tfd.Distribution | tfb.Bijector) -> list[keras.layers.Layer]:
     """All Keras layers owning parameters of a distribution or bijector.
 
     Walks every nested bijector (including ones inside `tfb.Chain`,
@@ -235,7 +247,8 @@ def keras_layers(dist_or_bijector):
     an attribute tracks every parameter of the flow.
     """
     root = getattr(dist_or_bijector, "bijector", dist_or_bijector)
-    layers, seen = [], set()
+    layers: list[keras.layers.Layer] = []
+    seen: set[int] = set()
     for b in flow_bijectors(root):
         for layer in getattr(b, "_param_layers", ()):
             if id(layer) not in seen:
@@ -244,7 +257,8 @@ def keras_layers(dist_or_bijector):
     return layers
 
 
-def flatten_batch(x, event_ndims):
+def flatten_batch(
+        x: tf.Tensor, event_ndims: int) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
     """Reshapes `x` to `[N, *event_shape]`; returns it and an `unflatten` fn."""
     rank = x.shape.rank
     if rank == event_ndims + 1:
@@ -263,14 +277,14 @@ def flatten_batch(x, event_ndims):
     return x_flat, unflatten
 
 
-def sum_event(t, event_ndims):
+def sum_event(t: tf.Tensor, event_ndims: int) -> tf.Tensor:
     """Sums the last `event_ndims` axes of `t`."""
     if event_ndims == 0:
         return t
     return tf.reduce_sum(t, axis=list(range(-event_ndims, 0)))
 
 
-def as_mask(mask, name="mask"):
+def as_mask(mask: TensorLike, name: str = "mask") -> np.ndarray:
     """Validates a 0/1 mask and returns it as a float numpy array."""
     arr = np.asarray(mask)
     if arr.ndim == 0:

@@ -1,12 +1,17 @@
 """Composition: `FlowChain` (a single-pass `tfb.Chain`) and `FactorOut`
 (the multi-scale split of RealNVP and Glow)."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
 import tensorflow as tf
-import tensorflow_probability as tfp
+from tensorflow_probability import bijectors as tfb
 
 from tfp_flows.bijectors.base import FlowBijector, sum_event
-
-tfb = tfp.bijectors
+from tfp_flows.description import FlowDescription
+from tfp_flows.typing import BijectorKwargs, Shape, TensorLike
 
 __all__ = ["FlowChain", "FactorOut", "forward_and_log_det",
            "inverse_and_log_det", "route_kwargs", "single_pass"]
@@ -18,7 +23,7 @@ def _is_container(b):
     return isinstance(b, (FlowChain, FactorOut, tfb.Composition))
 
 
-def route_kwargs(b, kwargs):
+def route_kwargs(b: tfb.Bijector, kwargs: BijectorKwargs | None) -> dict[str, Any]:
     """Keyword arguments for child `b`.
 
     Leaves get ``kwargs[b.name]`` (as `tfb.Chain` does). Containers get the
@@ -34,7 +39,8 @@ def route_kwargs(b, kwargs):
     return dict(own) if isinstance(own, dict) else {}
 
 
-def single_pass(b, x, event_ndims, direction, kwargs=None):
+def single_pass(b: tfb.Bijector, x: tf.Tensor, event_ndims: int, direction: str,
+                kwargs: BijectorKwargs | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """``(output, log-det)`` of bijector `b` applied to `x` in `direction`.
 
     The building block of every chain walk (and of the reversible gradient's
@@ -77,14 +83,18 @@ def single_pass(b, x, event_ndims, direction, kwargs=None):
             b.inverse_log_det_jacobian(x, event_ndims=event_ndims, **kwargs))
 
 
-def forward_and_log_det(bijector, x, event_ndims=None, **kwargs):
+def forward_and_log_det(bijector: tfb.Bijector, x: TensorLike,
+                        event_ndims: int | None = None,
+                        **kwargs: Any) -> tuple[tf.Tensor, tf.Tensor]:
     """``(bijector.forward(x), fldj)`` in one pass, without TFP's cache."""
     if event_ndims is None:
         event_ndims = bijector.forward_min_event_ndims
     return single_pass(bijector, x, event_ndims, "forward", kwargs)
 
 
-def inverse_and_log_det(bijector, y, event_ndims=None, **kwargs):
+def inverse_and_log_det(bijector: tfb.Bijector, y: TensorLike,
+                        event_ndims: int | None = None,
+                        **kwargs: Any) -> tuple[tf.Tensor, tf.Tensor]:
     """``(bijector.inverse(y), ildj)`` in one pass, without TFP's cache."""
     if event_ndims is None:
         event_ndims = bijector.inverse_min_event_ndims
@@ -127,8 +137,9 @@ class FlowChain(FlowBijector):
         ``inverse``), or None.
     """
 
-    def __init__(self, bijectors, *, data_event_shape=None,
-                 validate_args=False, name="flow_chain"):
+    def __init__(self, bijectors: Iterable[tfb.Bijector], *,
+                 data_event_shape: Shape | None = None, validate_args: bool = False,
+                 name: str = "flow_chain") -> None:
         parameters = dict(locals())
         bijectors = list(bijectors)
         if not bijectors:
@@ -145,7 +156,7 @@ class FlowChain(FlowBijector):
         self._bijectors = bijectors
         self._data_event_shape = (None if data_event_shape is None else
                                   tuple(int(d) for d in data_event_shape))
-        self._description = None
+        self._description: FlowDescription | None = None
         dtype = next((b.dtype for b in bijectors if b.dtype is not None),
                      tf.float32)
         super().__init__(event_ndims=latent_ndims,
@@ -156,29 +167,29 @@ class FlowChain(FlowBijector):
                          validate_args=validate_args)
 
     @property
-    def bijectors(self):
+    def bijectors(self) -> list[tfb.Bijector]:
         """The bijectors, data side first (as in `tfb.Chain`)."""
         return list(self._bijectors)
 
     @property
-    def memory_efficient(self):
+    def memory_efficient(self) -> bool:
         """Whether gradients are reversible: False here, True for
         `ReversibleChain`."""
         return False
 
     @property
-    def data_event_shape(self):
+    def data_event_shape(self) -> tuple[int, ...] | None:
         """Event shape expected on the data side, if declared (else None)."""
         return self._data_event_shape
 
     @property
-    def description(self):
+    def description(self) -> FlowDescription | None:
         """The :class:`tfp_flows.description.FlowDescription` a model builder
         attached (None for a hand-built chain)."""
         return self._description
 
     @description.setter
-    def description(self, value):
+    def description(self, value: FlowDescription | None) -> None:
         self._description = self._no_dependency(value)
 
     def _check_data(self, y):
@@ -196,7 +207,7 @@ class FlowChain(FlowBijector):
                 f"input of shape {shape}.")
 
     # -- the plain walks ---------------------------------------------------
-    def walk_inverse(self, y, /, **kwargs):
+    def walk_inverse(self, y: tf.Tensor, /, **kwargs: Any) -> tuple[tf.Tensor, tf.Tensor]:
         """``(z, ildj)``: the chain's inverse (data -> latent), one child at a
         time, with conditioning routed by name. This is the ordinary pass
         whose activations backpropagation stores; subclasses that change how
@@ -210,7 +221,7 @@ class FlowChain(FlowBijector):
             total = ldj if total is None else total + ldj
         return y, total
 
-    def walk_forward(self, x, /, **kwargs):
+    def walk_forward(self, x: tf.Tensor, /, **kwargs: Any) -> tuple[tf.Tensor, tf.Tensor]:
         """``(x, fldj)``: the chain's forward (latent -> data) pass, one child
         at a time; see `walk_inverse`."""
         ndims = self.forward_min_event_ndims
@@ -264,8 +275,8 @@ class FactorOut(FlowBijector):
       num_kept: number of channels (last axis) passed to `bijector`.
     """
 
-    def __init__(self, bijector, num_kept, *, validate_args=False,
-                 name="factor_out"):
+    def __init__(self, bijector: tfb.Bijector, num_kept: int, *,
+                 validate_args: bool = False, name: str = "factor_out") -> None:
         parameters = dict(locals())
         if bijector.forward_min_event_ndims != bijector.inverse_min_event_ndims:
             raise ValueError("FactorOut needs a rank-preserving bijector.")
@@ -278,11 +289,13 @@ class FactorOut(FlowBijector):
                          dtype=bijector.dtype, validate_args=validate_args)
 
     @property
-    def bijector(self):
+    def bijector(self) -> tfb.Bijector:
+        """The bijector applied to the kept channels."""
         return self._inner
 
     @property
-    def num_kept(self):
+    def num_kept(self) -> int:
+        """Number of channels (last axis) passed to `bijector`."""
         return self._num_kept
 
     def _split(self, x):

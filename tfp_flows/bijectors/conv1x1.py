@@ -1,15 +1,20 @@
 """Invertible 1x1 convolution (Glow), plain or LU-decomposed."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 import scipy.linalg
 import tensorflow as tf
 
 from tfp_flows.bijectors.base import FlowBijector, ParameterLayer
+from tfp_flows.typing import DTypeLike
 
 __all__ = ["InvertibleConv1x1", "random_rotation"]
 
 
-def random_rotation(num_channels, seed=None):
+def random_rotation(num_channels: int, seed: int | None = None) -> np.ndarray:
     """A random orthogonal matrix with determinant +1 (numpy, float64)."""
     rng = np.random.default_rng(seed)
     q, r = np.linalg.qr(rng.standard_normal((num_channels, num_channels)))
@@ -46,9 +51,9 @@ class InvertibleConv1x1(FlowBijector):
       dtype: float dtype.
     """
 
-    def __init__(self, num_channels, lu=True, *, event_ndims=3, seed=None,
-                 dtype=tf.float32, validate_args=False,
-                 name="invertible_conv1x1"):
+    def __init__(self, num_channels: int, lu: bool = True, *, event_ndims: int = 3,
+                 seed: int | None = None, dtype: DTypeLike = tf.float32,
+                 validate_args: bool = False, name: str = "invertible_conv1x1") -> None:
         parameters = dict(locals())
         c = int(num_channels)
         if c <= 0:
@@ -64,7 +69,7 @@ class InvertibleConv1x1(FlowBijector):
         if self._lu:
             p, lower, upper = scipy.linalg.lu(w0)
             s = np.diag(upper)
-            specs = {
+            specs: dict[str, Any] = {
                 "permutation": ((c, c), init(p), False),
                 "lower": ((c, c), init(np.tril(lower, -1)), True),
                 "upper": ((c, c), init(np.triu(upper, 1)), True),
@@ -81,14 +86,16 @@ class InvertibleConv1x1(FlowBijector):
         self._vars = self._no_dependency(params.raw_dict())
 
     @property
-    def num_channels(self):
+    def num_channels(self) -> int:
+        """Size of the last axis."""
         return self._num_channels
 
     @property
-    def lu(self):
+    def lu(self) -> bool:
+        """Whether ``W`` is LU-parameterised."""
         return self._lu
 
-    def weight(self):
+    def weight(self) -> tf.Tensor:
         """The matrix ``W`` (data -> latent), shape ``[C, C]``."""
         v = self._vars
         if not self._lu:

@@ -9,7 +9,15 @@ mask) the layer gathers the two halves, so the network sees only the
 conditioning channels and predicts parameters only for the transformed ones,
 as in Glow. Otherwise (a checkerboard on images) it works with masked tensors,
 as in RealNVP.
+
+Both derive from `Coupling`, the shared base class, as does the neural spline
+coupling (:class:`tfp_flows.bijectors.spline.SplineCoupling`).
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -17,8 +25,9 @@ import tensorflow as tf
 
 from tfp_flows import networks as networks_lib
 from tfp_flows.bijectors.base import FlowBijector, as_mask, flatten_batch, sum_event
+from tfp_flows.typing import DTypeLike, TensorLike
 
-__all__ = ["AdditiveCoupling", "AffineCoupling", "SCALE_FUNCTIONS"]
+__all__ = ["AdditiveCoupling", "AffineCoupling", "Coupling", "SCALE_FUNCTIONS"]
 
 
 _LOG_SIGMOID_2 = float(np.log(1.0 / (1.0 + np.exp(-2.0))))
@@ -39,20 +48,44 @@ def _log_scale_exp(h):
 #: Maps raw network output h to log s. 'sigmoid' is Glow's s = sigmoid(h + 2)
 #: divided by sigmoid(2) (so that h = 0 is the identity), 'exp_tanh' is
 #: RealNVP's s = exp(tanh(h)), 'exp' is the unbounded s = exp(h).
-SCALE_FUNCTIONS = {
+SCALE_FUNCTIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "sigmoid": _log_scale_sigmoid,
     "exp_tanh": _log_scale_exp_tanh,
     "exp": _log_scale_exp,
 }
 
 
-class _Coupling(FlowBijector):
-    """Shared machinery: mask analysis, network construction and calls."""
+class Coupling(FlowBijector):
+    """Base class of the coupling layers: mask analysis, network construction
+    and calls, split/masked modes and the fused reversible step.
+
+    A subclass sets ``_params_per_dim`` (network outputs per transformed
+    entry, before calling ``__init__``) and implements
+    ``_couple(x, params, inverse) -> (new, log_det)``: the elementwise
+    transform of `x` given the ``_params_per_dim`` parameter tensors (each of
+    `x`'s shape), data -> latent when `inverse`, with its elementwise
+    log-determinant (None for a volume-preserving transform).
+    """
 
     _params_per_dim = 1
 
-    def __init__(self, mask, network, hidden, parameters, name, dtype,
-                 validate_args, is_constant_jacobian=False):
+    def __init__(self, mask: TensorLike, network: Callable[[tf.Tensor], Any] | None,
+                 hidden: int | None, parameters: dict[str, Any], name: str,
+                 dtype: tf.DType, validate_args: bool,
+                 is_constant_jacobian: bool = False) -> None:
+        """Analyses `mask` and builds (or checks) the network.
+
+        Args:
+          mask: 0/1 array of the event shape; 1 = conditioning part.
+          network: the coupling network, or None for the default one.
+          hidden: hidden width of the default network.
+          parameters: the subclass's constructor arguments (TFP's
+            ``parameters``).
+          name: name of the bijector.
+          dtype: float dtype of the parameters and inputs.
+          validate_args: TFP's flag.
+          is_constant_jacobian: True for volume-preserving couplings.
+        """
         mask = as_mask(mask)
         self._mask_np = mask
         self._event_shape_np = mask.shape
@@ -92,12 +125,13 @@ class _Coupling(FlowBijector):
                          validate_args=validate_args)
 
     @property
-    def mask(self):
+    def mask(self) -> np.ndarray:
         """The 0/1 mask (numpy, event shape); 1 = conditioning."""
         return self._mask_np
 
     @property
-    def network(self):
+    def network(self) -> Callable[[tf.Tensor], Any]:
+        """The coupling network (a Keras layer, or the callable given)."""
         return self._network
 
     def _build_network(self, dtype):
@@ -119,6 +153,13 @@ class _Coupling(FlowBijector):
             parts = [tf.cast(o, cond.dtype) for o in out]
         else:
             out = tf.cast(out, cond.dtype)
+            channels = out.shape[-1]
+            if channels is not None and channels % self._params_per_dim:
+                raise ValueError(
+                    f"the coupling network returned {channels} channels, not "
+                    f"a multiple of the {self._params_per_dim} parameters per "
+                    f"transformed entry; expected {self._out_channels} output "
+                    f"channels in total.")
             parts = (tf.split(out, self._params_per_dim, axis=-1)
                      if self._params_per_dim > 1 else [out])
         if len(parts) != self._params_per_dim:
@@ -187,15 +228,17 @@ class _Coupling(FlowBijector):
 
     # -- reversible gradients ------------------------------------------------
     @property
-    def supports_reversible_step(self):
+    def supports_reversible_step(self) -> bool:
         """True unless a subclass replaced the transform itself."""
         cls = type(self)
-        return all(getattr(cls, m) is getattr(_Coupling, m) for m in
+        return all(getattr(cls, m) is getattr(Coupling, m) for m in
                    ("_transform", "_forward_and_log_det",
                     "_inverse_and_log_det", "_params"))
 
-    def reversible_step(self, y, dy, dldj=None, *, inverse=True,
-                        event_ndims=None):
+    def reversible_step(
+            self, y: tf.Tensor, dy: tf.Tensor, dldj: tf.Tensor | None = None, *,
+            inverse: bool = True, event_ndims: int | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor, list[tf.Variable], list[tf.Tensor | None]]:
         """`FlowBijector.reversible_step` with one network evaluation.
 
         The conditioning part ``c`` of `y` equals that of the input, so with
@@ -245,7 +288,7 @@ class _Coupling(FlowBijector):
         return second, b * dy + d_second + b * d_cond, variables, grads[2:]
 
 
-class AdditiveCoupling(_Coupling):
+class AdditiveCoupling(Coupling):
     """NICE's additive coupling layer (Dinh et al., 2014).
 
     Data -> latent (``inverse``, the paper's f)::
@@ -279,8 +322,10 @@ class AdditiveCoupling(_Coupling):
 
     _params_per_dim = 1
 
-    def __init__(self, mask, network=None, *, hidden=None, dtype=tf.float32,
-                 validate_args=False, name="additive_coupling"):
+    def __init__(self, mask: TensorLike,
+                 network: Callable[[tf.Tensor], Any] | None = None, *,
+                 hidden: int | None = None, dtype: DTypeLike = tf.float32,
+                 validate_args: bool = False, name: str = "additive_coupling") -> None:
         parameters = dict(locals())
         super().__init__(mask, network, hidden, parameters, name,
                          tf.as_dtype(dtype), validate_args,
@@ -291,7 +336,7 @@ class AdditiveCoupling(_Coupling):
         return (x + shift if inverse else x - shift), None
 
 
-class AffineCoupling(_Coupling):
+class AffineCoupling(Coupling):
     """RealNVP / Glow affine coupling layer (Dinh et al., 2016; Kingma &
     Dhariwal, 2018).
 
@@ -327,8 +372,11 @@ class AffineCoupling(_Coupling):
 
     _params_per_dim = 2
 
-    def __init__(self, mask, network=None, *, scale_fn="sigmoid", hidden=None,
-                 dtype=tf.float32, validate_args=False, name="affine_coupling"):
+    def __init__(self, mask: TensorLike,
+                 network: Callable[[tf.Tensor], Any] | None = None, *,
+                 scale_fn: str = "sigmoid", hidden: int | None = None,
+                 dtype: DTypeLike = tf.float32, validate_args: bool = False,
+                 name: str = "affine_coupling") -> None:
         parameters = dict(locals())
         if scale_fn not in SCALE_FUNCTIONS:
             raise ValueError(f"scale_fn must be one of {sorted(SCALE_FUNCTIONS)},"
@@ -339,7 +387,8 @@ class AffineCoupling(_Coupling):
                          tf.as_dtype(dtype), validate_args)
 
     @property
-    def scale_fn(self):
+    def scale_fn(self) -> str:
+        """Name of the scale function (a key of `SCALE_FUNCTIONS`)."""
         return self._scale_fn_name
 
     def _couple(self, x, params, inverse):

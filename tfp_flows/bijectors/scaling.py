@@ -1,9 +1,12 @@
 """NICE's diagonal scaling layer and fixed pixel preprocessing."""
 
+from __future__ import annotations
+
 import numpy as np
 import tensorflow as tf
 
 from tfp_flows.bijectors.base import FlowBijector, ParameterLayer
+from tfp_flows.typing import DTypeLike, Shape
 
 __all__ = ["DiagonalScaling", "PixelRescale", "PixelLogit"]
 
@@ -31,8 +34,8 @@ class DiagonalScaling(FlowBijector):
       event_shape: shape of one event, e.g. ``[784]`` or ``[28, 28, 1]``.
     """
 
-    def __init__(self, event_shape, *, dtype=tf.float32, validate_args=False,
-                 name="diagonal_scaling"):
+    def __init__(self, event_shape: int | Shape, *, dtype: DTypeLike = tf.float32,
+                 validate_args: bool = False, name: str = "diagonal_scaling") -> None:
         parameters = dict(locals())
         shape = tuple(int(d) for d in np.atleast_1d(event_shape))
         if not shape or any(d <= 0 for d in shape):
@@ -48,7 +51,8 @@ class DiagonalScaling(FlowBijector):
         self._log_scale = self._no_dependency(params.raw("log_scale"))
 
     @property
-    def log_scale(self):
+    def log_scale(self) -> tf.Variable:
+        """``s``, of the event shape (a variable)."""
         return self._log_scale
 
     def _log_det(self, x, sign):
@@ -83,7 +87,7 @@ class _FixedPixelMap(FlowBijector):
                          validate_args=validate_args)
 
     @property
-    def num_bins(self):
+    def num_bins(self) -> float:
         """Pixel values live in ``[0, num_bins)``."""
         return self._num_bins
 
@@ -106,8 +110,9 @@ class PixelRescale(_FixedPixelMap):
       event_ndims: rank of one event.
     """
 
-    def __init__(self, num_bins, shift=-0.5, *, event_ndims=3,
-                 dtype=tf.float32, validate_args=False, name="pixel_rescale"):
+    def __init__(self, num_bins: float, shift: float = -0.5, *, event_ndims: int = 3,
+                 dtype: DTypeLike = tf.float32, validate_args: bool = False,
+                 name: str = "pixel_rescale") -> None:
         parameters = dict(locals())
         self._shift = float(shift)
         super().__init__(num_bins, event_ndims, parameters, name, dtype,
@@ -142,8 +147,9 @@ class PixelLogit(_FixedPixelMap):
       event_ndims: rank of one event.
     """
 
-    def __init__(self, num_bins, alpha=0.05, *, event_ndims=3,
-                 dtype=tf.float32, validate_args=False, name="pixel_logit"):
+    def __init__(self, num_bins: float, alpha: float = 0.05, *, event_ndims: int = 3,
+                 dtype: DTypeLike = tf.float32, validate_args: bool = False,
+                 name: str = "pixel_logit") -> None:
         parameters = dict(locals())
         alpha = float(alpha)
         if not 0.0 <= alpha < 0.5:
@@ -153,21 +159,23 @@ class PixelLogit(_FixedPixelMap):
                          validate_args)
 
     @property
-    def alpha(self):
+    def alpha(self) -> float:
+        """The margin ``alpha``."""
         return self._alpha
 
-    def _inverse_and_log_det(self, x, **kwargs):
+    # (TFP's names: ``inverse(y)`` takes the pixels, ``forward(x)`` the logits.)
+    def _inverse_and_log_det(self, y, **kwargs):
         ndims = self.forward_min_event_ndims
         scale = (1.0 - 2.0 * self._alpha) / self._num_bins
-        p = self._alpha + scale * x
+        p = self._alpha + scale * y
         log_p, log_1mp = tf.math.log(p), tf.math.log1p(-p)
-        y = log_p - log_1mp
+        logits = log_p - log_1mp
         ldj = np.log(scale) - log_p - log_1mp
-        return y, tf.reduce_sum(ldj, axis=list(range(-ndims, 0)))
+        return logits, tf.reduce_sum(ldj, axis=list(range(-ndims, 0)))
 
-    def _forward_and_log_det(self, y, **kwargs):
+    def _forward_and_log_det(self, x, **kwargs):
         ndims = self.forward_min_event_ndims
         scale = (1.0 - 2.0 * self._alpha) / self._num_bins
-        x = (tf.sigmoid(y) - self._alpha) / scale
-        ldj = (tf.math.log_sigmoid(y) + tf.math.log_sigmoid(-y)) - np.log(scale)
-        return x, tf.reduce_sum(ldj, axis=list(range(-ndims, 0)))
+        pixels = (tf.sigmoid(x) - self._alpha) / scale
+        ldj = (tf.math.log_sigmoid(x) + tf.math.log_sigmoid(-x)) - np.log(scale)
+        return pixels, tf.reduce_sum(ldj, axis=list(range(-ndims, 0)))

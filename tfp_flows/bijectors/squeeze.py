@@ -1,8 +1,11 @@
 """Squeeze: space-to-depth reshaping of image events."""
 
+from __future__ import annotations
+
 import tensorflow as tf
 
 from tfp_flows.bijectors.base import FlowBijector, flatten_batch
+from tfp_flows.typing import DTypeLike
 
 __all__ = ["Squeeze"]
 
@@ -21,8 +24,8 @@ class Squeeze(FlowBijector):
       factor: spatial block size ``f``.
     """
 
-    def __init__(self, factor=2, *, dtype=tf.float32, validate_args=False,
-                 name="squeeze"):
+    def __init__(self, factor: int = 2, *, dtype: DTypeLike = tf.float32,
+                 validate_args: bool = False, name: str = "squeeze") -> None:
         parameters = dict(locals())
         factor = int(factor)
         if factor < 2:
@@ -33,7 +36,8 @@ class Squeeze(FlowBijector):
                          validate_args=validate_args)
 
     @property
-    def factor(self):
+    def factor(self) -> int:
+        """The spatial block size ``f``."""
         return self._factor
 
     def _check_spatial(self, shape, what):

@@ -2,25 +2,30 @@
 callback that writes one at the end of every epoch (the files and their
 crash safety are :class:`tfp_flows.cli.runs.RunFolder`'s)."""
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import os
 import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 import keras
 
-from tfp_flows.training.guards import all_finite
+from tfp_flows.training.guards import NaNGuard, all_finite
+from tfp_flows.typing import PathLike
 
-__all__ = ["Checkpoint", "CheckpointWriter", "sha256", "fsync_file"]
+__all__ = ["Checkpoint", "CheckpointWriter", "CheckpointFolder", "sha256", "fsync_file"]
 
 
-def fsync_file(path):
+def fsync_file(path: PathLike) -> None:
     """Flushes a written file to disk."""
     with open(path, "rb") as f:
         os.fsync(f.fileno())
 
 
-def sha256(path):
+def sha256(path: PathLike) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -35,16 +40,27 @@ class Checkpoint:
 
     epoch: int
     path: str
-    manifest: dict
+    manifest: dict[str, Any]
 
     @property
-    def history(self):
+    def history(self) -> list[dict[str, Any]]:
         """Per-epoch records up to this checkpoint (list of dicts)."""
         return list(self.manifest.get("history", []))
 
     @property
-    def name(self):
+    def name(self) -> str:
+        """File name of the weights."""
         return os.path.basename(self.path)
+
+
+class CheckpointFolder(Protocol):
+    """What `CheckpointWriter` needs of a run folder
+    (:class:`tfp_flows.cli.runs.RunFolder` is one)."""
+
+    def save_checkpoint(self, model: keras.Model, epoch: int,
+                        history: Iterable[Mapping[str, Any]], keep: int = 3) -> Checkpoint:
+        """Writes the weights of epoch `epoch` (1-based) and its manifest."""
+        ...
 
 
 class CheckpointWriter(keras.callbacks.Callback):
@@ -63,17 +79,18 @@ class CheckpointWriter(keras.callbacks.Callback):
       keep: number of checkpoints kept.
     """
 
-    def __init__(self, folder, history=(), guard=None, keep=3):
+    def __init__(self, folder: CheckpointFolder, history: Iterable[dict[str, Any]] = (),
+                 guard: NaNGuard | None = None, keep: int = 3) -> None:
         super().__init__()
         self.folder, self.guard, self.keep = folder, guard, int(keep)
         self.history = list(history)
-        self.last = None
-        self._started = None
+        self.last: Checkpoint | None = None
+        self._started: float | None = None
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._started = time.perf_counter()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
         if self.guard is not None and self.guard.failure is not None:
             return

@@ -17,10 +17,14 @@ expected failures print one line, ``tfp-flows <command>: error: ...``, and
 exit with status 2 (arguments) or 1 (everything else), without a traceback.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
+from typing import NoReturn
 
 import numpy as np
 
@@ -37,7 +41,7 @@ _PROG = "tfp-flows"
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are a single line."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -84,7 +88,7 @@ def _model_arg(text):
     return key.strip(), value
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``tfp-flows`` command."""
     parser = _Parser(prog=_PROG, description="Train and use normalizing flows "
                      "(NICE, RealNVP, Glow) built on TensorFlow Probability.")
@@ -212,7 +216,7 @@ def _sample(args):
     dist = model.distribution
     x = tfp_flows.sample(dist, args.num, args.temperature, seed=args.seed)
     out = args.out or folder.file(f"samples_t{args.temperature:g}.png")
-    plots.save_image_grid(np.asarray(x), tfp_flows.flow_ops.num_bins(dist), out)
+    plots.save_image_grid(np.asarray(x), trainer.image_bins(dist), out)
     _say(f"wrote {args.num} samples at temperature {args.temperature:g} "
          f"(epoch {checkpoint.epoch}) to {out}")
 
@@ -266,8 +270,7 @@ def _interpolate(args):
     rows = np.swapaxes(np.asarray(z), 0, 1)  # [pairs, steps, H, W, C]
     out = args.out or folder.file("interpolation.png")
     plots.save_image_grid(rows.reshape((-1,) + rows.shape[2:]),
-                          tfp_flows.flow_ops.num_bins(dist), out,
-                          num_cols=args.steps)
+                          trainer.image_bins(dist), out, num_cols=args.steps)
     _say(f"wrote {args.pairs} interpolations of {args.steps} steps to {out}")
 
 
@@ -275,7 +278,7 @@ def _one_line(error):
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status.
 
     Args:

@@ -11,10 +11,15 @@ small CPU-friendly model by default; every builder argument can be
 overridden (``model_args``).
 """
 
+from __future__ import annotations
+
 import inspect
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import keras
+import tensorflow as tf
 
 import tfp_flows
 from tfp_flows import data, models
@@ -25,7 +30,7 @@ __all__ = ["DEFAULTS", "MODELS", "default_run_folder", "model_args_for",
 
 MODELS = ("glow", "real_nvp", "nice")
 
-DEFAULTS = dict(model="glow", dataset="digits", n_bits=8, image_size=None,
+DEFAULTS: dict[str, Any] = dict(model="glow", dataset="digits", n_bits=8, image_size=None,
                 data_dir=None, skip_bad_files=False, batch_size=64, learning_rate=1e-3,
                 warmup_steps=100, seed=0, temperature=0.7, eval_draws=3,
                 keep_checkpoints=3)
@@ -60,13 +65,17 @@ def _levels_for(shape, most):
     return 1
 
 
-def model_args_for(model, info, overrides=None):
+def model_args_for(model: str, info: data.DatasetInfo,
+                   overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Builder arguments for `model` on a dataset, with user overrides.
 
     Args:
       model: ``'glow'``, ``'real_nvp'`` or ``'nice'``.
       info: the dataset's :class:`tfp_flows.data.DatasetInfo`.
       overrides: ``{name: value}`` set by the user (``--model-arg``).
+
+    Returns:
+      ``{name: value}`` for the builder.
 
     Raises:
       ValueError: unknown model, or an override the builder does not take.
@@ -82,6 +91,7 @@ def model_args_for(model, info, overrides=None):
     if unknown:
         raise ValueError(f"{model} has no argument {', '.join(unknown)}; "
                          f"valid --model-arg names: {', '.join(valid)}.")
+    args: dict[str, Any]
     if info.name == "digits":
         args = dict(_DIGITS_ARGS[model])
     elif model == "glow":
@@ -96,7 +106,7 @@ def model_args_for(model, info, overrides=None):
     return args
 
 
-def default_run_folder(model=None, dataset=None):
+def default_run_folder(model: str | None = None, dataset: str | None = None) -> str:
     """``runs/<model>-<dataset>``; a dataset given as a path is named by its
     file or folder name (``runs/glow-faces`` for ``~/data/faces/``)."""
     model = model or DEFAULTS["model"]
@@ -116,14 +126,14 @@ def _dataset_info(config):
     return info
 
 
-def new_config(requested):
+def new_config(requested: Mapping[str, Any]) -> dict[str, Any]:
     """The full config of a new run from the settings the user gave.
 
     Builds the model once, to validate the settings and record the builder's
     complete config (``model_config``, rebuilt by
     :func:`tfp_flows.models.from_config`).
     """
-    config = dict(DEFAULTS)
+    config: dict[str, Any] = dict(DEFAULTS)
     config.update({k: v for k, v in requested.items() if k != "model_args"})
     info = _dataset_info(config)
     config["epochs"] = requested.get("epochs", _EPOCHS.get(info.name, 10))
@@ -140,7 +150,7 @@ def new_config(requested):
     return config
 
 
-def build_model(config):
+def build_model(config: Mapping[str, Any]) -> FlowModel:
     """A compiled :class:`FlowModel` for a run config (fresh weights)."""
     keras.utils.set_random_seed(config["seed"])
     dist = models.from_config(config["model_config"])
@@ -149,7 +159,8 @@ def build_model(config):
     return model
 
 
-def datasets(config, first_epoch=0, split="train"):
+def datasets(config: Mapping[str, Any], first_epoch: int = 0,
+             split: str = "train") -> tf.data.Dataset:
     """The run's training (or other split's) pipeline.
 
     The shuffle seed is offset by ``first_epoch`` so that a resumed run does

@@ -30,14 +30,19 @@ and skipped in favour of the previous intact checkpoint (the last
 run instead of silently starting over.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import re
 import sys
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import keras
 
 from tfp_flows.cli.checkpoints import Checkpoint, CheckpointWriter, fsync_file, sha256
+from tfp_flows.typing import PathLike
 
 __all__ = ["RunFolder", "Checkpoint", "CheckpointWriter", "RunError",
            "CheckpointError", "write_json", "read_json", "resolve_config",
@@ -67,7 +72,7 @@ class CheckpointError(RunError):
     """No intact checkpoint could be loaded; the message names the files."""
 
 
-def write_json(path, obj):
+def write_json(path: PathLike, obj: Any) -> None:
     """Writes JSON atomically: a temporary file renamed over ``path``."""
     tmp = os.path.join(os.path.dirname(path) or ".",
                        f".tmp-{os.getpid()}-{os.path.basename(path)}")
@@ -79,7 +84,7 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
-def read_json(path, what="file"):
+def read_json(path: PathLike, what: str = "file") -> dict[str, Any]:
     """Reads a JSON object; a clear RunError when missing or unreadable."""
     try:
         with open(path) as f:
@@ -93,7 +98,8 @@ def read_json(path, what="file"):
     return value
 
 
-def resolve_config(stored, requested, path):
+def resolve_config(stored: Mapping[str, Any], requested: Mapping[str, Any],
+                   path: PathLike) -> dict[str, Any]:
     """The config to resume ``stored`` with, given explicitly requested settings.
 
     Args:
@@ -116,8 +122,9 @@ def resolve_config(stored, requested, path):
             continue
         want, have = requested[key], stored.get(key)
         if key == "model_args":
-            changed = {k: v for k, v in want.items() if have.get(k) != v}
-            diffs += [f"model_args.{k}={have.get(k)!r} (asked {v!r})"
+            stored_args = have or {}
+            changed = {k: v for k, v in want.items() if stored_args.get(k) != v}
+            diffs += [f"model_args.{k}={stored_args.get(k)!r} (asked {v!r})"
                       for k, v in changed.items()]
         elif want != have:
             diffs.append(f"{key}={have!r} (asked {want!r})")
@@ -141,23 +148,24 @@ class RunFolder:
       log: function receiving warning lines (default: print to stderr).
     """
 
-    def __init__(self, path, log=None):
+    def __init__(self, path: PathLike, log: Callable[[str], Any] | None = None) -> None:
         self.path = os.fspath(path)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
 
-    def file(self, name):
+    def file(self, name: str) -> str:
         """Path of a file in the run folder."""
         return os.path.join(self.path, name)
 
     @property
-    def checkpoint_dir(self):
+    def checkpoint_dir(self) -> str:
+        """The folder of the checkpoints."""
         return self.file(CHECKPOINTS)
 
-    def is_run(self):
+    def is_run(self) -> bool:
         """True when the folder exists and holds a ``config.json``."""
         return os.path.isfile(self.file(CONFIG))
 
-    def check_new(self):
+    def check_new(self) -> None:
         """Raises RunError unless the folder is absent or empty."""
         if os.path.exists(self.path) and (not os.path.isdir(self.path)
                                           or os.listdir(self.path)):
@@ -166,14 +174,16 @@ class RunFolder:
                 f"{CONFIG}); choose another --out (an existing run folder is "
                 "resumed, anything else is never overwritten).")
 
-    def read_config(self):
+    def read_config(self) -> dict[str, Any]:
+        """The run's ``config.json`` (a RunError if it is not a run)."""
         if not self.is_run():
             raise RunError(f"{self.path} is not a tfp-flows run folder (no "
                            f"{CONFIG}); train one with tfp-flows train --out "
                            f"{self.path}.")
         return read_json(self.file(CONFIG), "run config")
 
-    def write_config(self, config):
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        """Writes the run's ``config.json`` (atomically)."""
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         write_json(self.file(CONFIG), config)
 
@@ -193,7 +203,7 @@ class RunFolder:
     def _weights_path(self, epoch):
         return os.path.join(self.checkpoint_dir, f"epoch-{epoch:04d}.weights.h5")
 
-    def verify(self, epoch, manifest_path):
+    def verify(self, epoch: int, manifest_path: str) -> tuple[Checkpoint | None, str | None]:
         """``(Checkpoint, None)`` if intact, else ``(None, reason)``."""
         path = self._weights_path(epoch)
         try:
@@ -211,7 +221,7 @@ class RunFolder:
                           f"{os.path.basename(manifest_path)}")
         return Checkpoint(epoch, path, manifest), None
 
-    def latest_checkpoint(self, quarantine=False):
+    def latest_checkpoint(self, quarantine: bool = False) -> Checkpoint | None:
         """The newest intact checkpoint, or None when there is none yet.
 
         Corrupted ones are reported through ``log`` and skipped; with
@@ -221,7 +231,7 @@ class RunFolder:
         Raises:
           CheckpointError: checkpoints exist but none is intact.
         """
-        problems = []
+        problems: list[str] = []
         for epoch, manifest_path in self._manifests():
             checkpoint, reason = self.verify(epoch, manifest_path)
             if checkpoint is not None:
@@ -229,7 +239,7 @@ class RunFolder:
                     self.log(f"warning: using {checkpoint.name} (epoch "
                              f"{epoch}) instead.")
                 return checkpoint
-            problems.append(reason)
+            problems.append(str(reason))
             self.log(f"warning: skipping a bad checkpoint: {reason}.")
             if quarantine:
                 for p in (manifest_path, self._weights_path(epoch)):
@@ -242,7 +252,7 @@ class RunFolder:
                 "folder to train again from scratch.")
         return None
 
-    def restore(self, model, checkpoint):
+    def restore(self, model: keras.Model, checkpoint: Checkpoint) -> None:
         """Loads a checkpoint's weights (and optimizer state) into `model`."""
         try:
             model.load_weights(checkpoint.path)
@@ -251,7 +261,8 @@ class RunFolder:
                 f"cannot load {checkpoint.path} into this model ({e}); the "
                 f"file or {CONFIG} was changed by hand.") from e
 
-    def save_checkpoint(self, model, epoch, history, keep=3):
+    def save_checkpoint(self, model: keras.Model, epoch: int,
+                        history: Iterable[Mapping[str, Any]], keep: int = 3) -> Checkpoint:
         """Writes the weights of epoch `epoch` (1-based) and its manifest.
 
         Args:
@@ -273,6 +284,7 @@ class RunFolder:
         optimizer = getattr(model, "optimizer", None)
         steps = (int(keras.ops.convert_to_numpy(optimizer.iterations))
                  if optimizer is not None else None)
+        history = list(history)
         last = history[-1] if history else {}
         manifest = {"format": 1, "epoch": int(epoch),
                     "file": os.path.basename(path),
@@ -291,7 +303,7 @@ class RunFolder:
             return None
         return value if isinstance(value, (int, float)) else None
 
-    def best_checkpoint(self):
+    def best_checkpoint(self) -> Checkpoint | None:
         """The intact checkpoint with the lowest validation bits/dim (the
         latest among equals), or None when no manifest records one."""
         best = None

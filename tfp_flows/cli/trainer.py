@@ -6,25 +6,38 @@ Objective: the dequantised negative log-likelihood in bits/dim
 ``-log p(x + u) / (D log 2)``, ``u ~ U[0, 1)^D`` (:class:`FlowModel`).
 """
 
+from __future__ import annotations
+
 import os
 import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
+from tensorflow_probability import distributions as tfd
 
 import tfp_flows
 from tfp_flows import data, plots
 from tfp_flows.cli import runs
 from tfp_flows.cli.recipes import build_model, datasets, new_config
-from tfp_flows.training import LinearWarmup
+from tfp_flows.training import FlowModel, LinearWarmup
 from tfp_flows.training.guards import NaNGuard, TrainingDivergedError
+from tfp_flows.typing import PathLike
 
-__all__ = ["train", "open_run", "evaluate_bits_per_dim", "finalize"]
+__all__ = ["train", "open_run", "evaluate_bits_per_dim", "finalize", "image_bins"]
 
 
-def open_run(path, log=None):
+def open_run(
+        path: PathLike, log: Callable[[str], Any] | None = None,
+) -> tuple[runs.RunFolder, dict[str, Any], FlowModel, runs.Checkpoint]:
     """Loads a run's model: the checkpoint with the lowest validation
     bits/dim, else the latest intact one.
+
+    Args:
+      path: the run folder.
+      log: function receiving warning lines (default: print to stderr).
 
     Returns:
       ``(folder, config, model, checkpoint)``.
@@ -44,16 +57,30 @@ def open_run(path, log=None):
     return folder, config, model, checkpoint
 
 
-def evaluate_bits_per_dim(model, dataset, draws=3, seed=0):
-    """Mean dequantised bits/dim over a dataset, averaged over noise draws."""
+def evaluate_bits_per_dim(model: keras.Model, dataset: tf.data.Dataset, draws: int = 3,
+                          seed: int = 0) -> float:
+    """Mean dequantised bits/dim over a dataset, averaged over noise draws.
+
+    Args:
+      model: a compiled :class:`tfp_flows.training.FlowModel`.
+      dataset: batches of integer-valued images.
+      draws: number of evaluations (dequantisation noise draws) averaged.
+      seed: seed of Keras' random generators, set before the first draw.
+
+    Returns:
+      The mean bits/dim.
+    """
     keras.utils.set_random_seed(seed)
     values = [float(model.evaluate(dataset, verbose=0, return_dict=True)
                     ["bits_per_dim"]) for _ in range(int(draws))]
     return float(np.mean(values))
 
 
-def train(path, requested, *, train_data=None, validation_data=None,
-          test_data=None, verbose=1, log=print):
+def train(path: PathLike, requested: Mapping[str, Any], *,
+          train_data: tf.data.Dataset | None = None,
+          validation_data: tf.data.Dataset | None = None,
+          test_data: tf.data.Dataset | None = None, verbose: int = 1,
+          log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Trains (or resumes) a run in folder `path`, then writes its outputs.
 
     Args:
@@ -61,8 +88,9 @@ def train(path, requested, *, train_data=None, validation_data=None,
       requested: settings the user gave (keys of :data:`DEFAULTS`, plus
         ``epochs`` and ``model_args``); the others keep their defaults, or
         the stored values when resuming.
-      train_data, validation_data, test_data: override the pipelines (tests;
-        a poisoned batch).
+      train_data: overrides the training pipeline (tests; a poisoned batch).
+      validation_data: overrides the validation pipeline.
+      test_data: overrides the test pipeline.
       verbose: Keras verbosity (1: progress bar, 2: a line per epoch).
       log: function receiving progress lines.
 
@@ -89,7 +117,7 @@ def train(path, requested, *, train_data=None, validation_data=None,
         config = new_config(requested)
     model = build_model(config)
     checkpoint = folder.latest_checkpoint(quarantine=True)
-    start, history = 0, []
+    start, history = 0, []  # type: tuple[int, list[dict[str, Any]]]
     if checkpoint is not None:
         folder.restore(model, checkpoint)
         start, history = checkpoint.epoch, checkpoint.history
@@ -152,7 +180,9 @@ def _finished(folder, epoch):
     return metrics
 
 
-def finalize(folder, config, model, history, test_data, log=print):
+def finalize(folder: runs.RunFolder, config: Mapping[str, Any], model: FlowModel,
+             history: list[dict[str, Any]], test_data: tf.data.Dataset,
+             log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Scores the selected model on the test split and writes metrics.json,
     samples.png, training_curve.png and saved_model/.
 
@@ -160,6 +190,17 @@ def finalize(folder, config, model, history, test_data, log=print):
     (the last epoch when no epoch was validated). Every output is recomputed
     from it, so running this again (e.g. after a kill during export) gives
     the same files.
+
+    Args:
+      folder: the run folder.
+      config: the run's config.
+      model: the run's model, holding the weights of the last epoch.
+      history: per-epoch records of the whole run.
+      test_data: the test split's pipeline.
+      log: function receiving progress lines.
+
+    Returns:
+      The metrics dict written to ``metrics.json``.
     """
     epoch = history[-1]["epoch"] if history else 0
     best = folder.best_checkpoint()
@@ -171,8 +212,7 @@ def finalize(folder, config, model, history, test_data, log=print):
                                      config["seed"])
     dist = model.distribution
     samples = tfp_flows.sample(dist, 64, config["temperature"], seed=config["seed"])
-    plots.save_image_grid(samples, tfp_flows.flow_ops.num_bins(dist),
-                          folder.file(runs.SAMPLES))
+    plots.save_image_grid(samples, image_bins(dist), folder.file(runs.SAMPLES))
     plots.save_training_curve(
         history, folder.file(runs.CURVE),
         f"{config['model']} on {_display_name(config['dataset'])}",
@@ -189,7 +229,7 @@ def finalize(folder, config, model, history, test_data, log=print):
                 f"{previous.get('selected_epoch', previous.get('exported_epoch', '?'))})"
                 f" with the model of epoch {selected}")
         tfp_flows.export(model, export_path, overwrite=True)
-    chosen = next((h for h in history if h["epoch"] == selected), {})
+    chosen: dict[str, Any] = next((h for h in history if h["epoch"] == selected), {})
     metrics = {
         "test_bits_per_dim": test_bpd,
         "selected_epoch": selected,
@@ -208,6 +248,14 @@ def finalize(folder, config, model, history, test_data, log=print):
         f"epoch {selected} of {epoch}, chosen on validation; mean over "
         f"{config['eval_draws']} dequantisation draws); outputs in {folder.path}")
     return metrics
+
+
+def image_bins(dist: tfd.Distribution) -> float:
+    """The number of pixel bins of an image model (a ValueError without)."""
+    bins = tfp_flows.flow_ops.num_bins(dist)
+    if bins is None:
+        raise ValueError("this flow has no pixel bins: it is not an image model.")
+    return bins
 
 
 def _display_name(dataset):

@@ -30,11 +30,17 @@ Example:
   17
 """
 
+from __future__ import annotations
+
 import os
+from typing import Any
+
+import tensorflow as tf
 
 from tfp_flows.data import common, digits, files, idx, tfds_images, toy2d
 from tfp_flows.data.common import DatasetInfo
 from tfp_flows.data.tfds_images import DataUnavailableError
+from tfp_flows.typing import PathLike
 
 __all__ = ["load", "info", "DatasetInfo", "DataUnavailableError", "DATASETS",
            "DEFAULT_DATASET", "common", "digits", "files", "idx", "tfds_images",
@@ -44,7 +50,7 @@ DEFAULT_DATASET = "digits"
 DATASETS = ("digits",) + toy2d.DATASETS + tfds_images.DATASETS
 
 
-def _canonical(name):
+def _canonical(name: PathLike) -> str:
     if isinstance(name, os.PathLike):
         name = os.fspath(name)
     if not isinstance(name, str):
@@ -67,7 +73,8 @@ def _check_full_depth(name, n_bits, why):
                          f"n_bits=8, got {n_bits!r}.")
 
 
-def info(name, n_bits=8, image_size=None, *, skip_bad=False):
+def info(name: PathLike, n_bits: int = 8, image_size: int | None = None, *,
+         skip_bad: bool = False) -> DatasetInfo:
     """Describes a dataset as `load` would yield it.
 
     Args:
@@ -104,10 +111,14 @@ def info(name, n_bits=8, image_size=None, *, skip_bad=False):
     return toy2d.info(name)
 
 
-def load(name, split, batch_size, n_bits=8, *, image_size=None, with_labels=False,
-         dequantize=False, shuffle=None, shuffle_buffer=None, seed=None,
-         drop_remainder=None, num_examples=None, infinite=False, data_dir=None,
-         download=True, skip_bad=False, with_info=False):
+def load(name: PathLike, split: str, batch_size: int, n_bits: int = 8, *,
+         image_size: int | None = None, with_labels: bool = False,
+         dequantize: bool = False, shuffle: bool | None = None,
+         shuffle_buffer: int | None = None, seed: int | None = None,
+         drop_remainder: bool | None = None, num_examples: int | None = None,
+         infinite: bool = False, data_dir: PathLike | None = None,
+         download: bool = True, skip_bad: bool = False,
+         with_info: bool = False) -> tf.data.Dataset | tuple[tf.data.Dataset, DatasetInfo]:
     """A batched, prefetched `tf.data` pipeline over a named dataset.
 
     Training splits (``'train'``, or tfds slices of it only) are shuffled,
@@ -171,7 +182,7 @@ def load(name, split, batch_size, n_bits=8, *, image_size=None, with_labels=Fals
     if meta.kind == "image" and (num_examples is not None or infinite):
         raise ValueError("num_examples and infinite apply to the toy densities "
                          f"only ({', '.join(toy2d.DATASETS)}), not to '{name}'.")
-    common_args = dict(batch_size=batch_size, shuffle=shuffle,
+    common_args: dict[str, Any] = dict(batch_size=batch_size, shuffle=shuffle,
                        shuffle_buffer=shuffle_buffer, seed=seed,
                        drop_remainder=drop_remainder)
     if files.is_path(name):

@@ -13,9 +13,13 @@ continuous density over ``[0, num_bins)^D`` bounds the discrete code length
 (Theis et al., 2016).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import numbers
+from collections.abc import Callable
 
+import numpy as np
 import tensorflow as tf
 
 from tfp_flows import evaluation
@@ -47,15 +51,15 @@ class DatasetInfo:
 
     name: str
     kind: str
-    shape: tuple
+    shape: tuple[int, ...]
     num_bins: int | None
     n_bits: int | None
     num_classes: int | None
-    splits: tuple
+    splits: tuple[str, ...]
     source: str
 
     @property
-    def num_dims(self):
+    def num_dims(self) -> int:
         """Number of scalar dimensions of one example (``prod(shape)``)."""
         n = 1
         for s in self.shape:
@@ -63,14 +67,14 @@ class DatasetInfo:
         return n
 
 
-def check_positive_int(value, what):
+def check_positive_int(value: int, what: str) -> int:
     """Returns ``value`` if it is an int > 0, else raises ValueError."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{what} must be a positive integer, got {value!r}.")
     return int(value)
 
 
-def check_n_bits(n_bits):
+def check_n_bits(n_bits: int) -> int:
     """Returns ``n_bits`` if it is an int in ``1..8``, else raises ValueError."""
     if (isinstance(n_bits, bool) or not isinstance(n_bits, numbers.Integral)
             or not 1 <= n_bits <= 8):
@@ -79,7 +83,7 @@ def check_n_bits(n_bits):
     return int(n_bits)
 
 
-def check_seed(seed):
+def check_seed(seed: int | None) -> int | None:
     """Returns ``seed`` if it is None or an int, else raises ValueError."""
     if seed is not None and (isinstance(seed, bool)
                              or not isinstance(seed, numbers.Integral)):
@@ -87,7 +91,7 @@ def check_seed(seed):
     return None if seed is None else int(seed)
 
 
-def reduce_bits(images, n_bits):
+def reduce_bits(images: tf.Tensor, n_bits: int) -> tf.Tensor:
     """Keeps the ``n_bits`` most significant bits of 8-bit pixels.
 
     Args:
@@ -110,8 +114,9 @@ def _apply_to_images(element, fn):
     return fn(element)
 
 
-def finish(ds, *, batch_size, shuffle, shuffle_buffer, seed, drop_remainder,
-           dequantize, to_float=None):
+def finish(ds: tf.data.Dataset, *, batch_size: int, shuffle: bool, shuffle_buffer: int,
+           seed: int | None, drop_remainder: bool, dequantize: bool,
+           to_float: Callable[[tf.Tensor], tf.Tensor] | None = None) -> tf.data.Dataset:
     """Shuffles, batches, converts, optionally dequantises, and prefetches.
 
     Args:
@@ -151,8 +156,11 @@ def finish(ds, *, batch_size, shuffle, shuffle_buffer, seed, drop_remainder,
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def from_arrays(images, labels, split, *, with_labels, batch_size, shuffle,
-                shuffle_buffer, seed, drop_remainder, dequantize, n_bits=None):
+def from_arrays(images: np.ndarray, labels: np.ndarray | None, split: str, *,
+                with_labels: bool, batch_size: int, shuffle: bool | None,
+                shuffle_buffer: int | None, seed: int | None,
+                drop_remainder: bool | None, dequantize: bool,
+                n_bits: int | None = None) -> tf.data.Dataset:
     """The pipeline over in-memory arrays of one split (digits, IDX files,
     your own files).
 
@@ -162,10 +170,14 @@ def from_arrays(images, labels, split, *, with_labels, batch_size, shuffle,
       split: the split's name; ``'train'`` is shuffled (and drops its last
         partial batch) unless ``shuffle``/``drop_remainder`` say otherwise.
       with_labels: yield ``(images, labels)``.
+      batch_size: as :func:`finish`.
+      shuffle: as :func:`finish`; None: ``split == 'train'``.
+      shuffle_buffer: as :func:`finish`; None: the whole split.
+      seed: as :func:`finish`.
+      drop_remainder: as :func:`finish`; None: as ``shuffle``.
+      dequantize: as :func:`finish`.
       n_bits: reduce 8-bit pixels to ``n_bits`` (None: keep the values, e.g.
         the 17 levels of digits).
-      batch_size, shuffle, shuffle_buffer, seed, drop_remainder, dequantize:
-        as :func:`finish`; ``shuffle_buffer`` defaults to the whole split.
 
     Returns:
       A prefetched `tf.data.Dataset`, as :func:`finish`.

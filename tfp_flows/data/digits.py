@@ -16,9 +16,12 @@ Pixels are already quantised to 17 levels, so ``num_bins = 17`` and there is
 no bit-depth reduction.
 """
 
+from __future__ import annotations
+
 import functools
 
 import numpy as np
+import tensorflow as tf
 
 from tfp_flows.data import common
 
@@ -51,7 +54,7 @@ def _check_split(split):
                          f"splits: {', '.join(SPLIT_SIZES)}.")
 
 
-def arrays(split):
+def arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
     """The images and labels of one split, in the protocol's order.
 
     Args:
@@ -72,15 +75,17 @@ def arrays(split):
     return images[index], labels[index]
 
 
-def info():
+def info() -> common.DatasetInfo:
     """`DatasetInfo` of the digits dataset."""
     return common.DatasetInfo(
         name="digits", kind="image", shape=SHAPE, num_bins=NUM_BINS, n_bits=None,
         num_classes=10, splits=tuple(SPLIT_SIZES), source="sklearn.datasets.load_digits")
 
 
-def load(split, *, batch_size, with_labels=False, dequantize=False, shuffle=None,
-         shuffle_buffer=None, seed=None, drop_remainder=None):
+def load(split: str, *, batch_size: int, with_labels: bool = False,
+         dequantize: bool = False, shuffle: bool | None = None,
+         shuffle_buffer: int | None = None, seed: int | None = None,
+         drop_remainder: bool | None = None) -> tf.data.Dataset:
     """Pipeline over the digits; see `tfp_flows.data.load`."""
     images, labels = arrays(split)
     return common.from_arrays(

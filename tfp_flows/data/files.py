@@ -299,7 +299,7 @@ def _kind(array):
 def _read_folder(folder, layout, fingerprint, image_size, skip_bad):
     del fingerprint  # only part of the cache key
     per_split, skipped = {}, []
-    first_of_kind = {}  # "grayscale"/"RGB" -> (file, mode)
+    first_of_kind: dict[str, tuple[str, str]] = {}  # "grayscale"/"RGB" -> (file, mode)
     first_size = None   # (file, (H, W))
     for split, files in layout:
         arrays_ = []
@@ -528,7 +528,7 @@ def _npz_single(archive, keys, path, image_size):
 # Dispatch and public interface
 # --------------------------------------------------------------------------
 
-def _check_path(path):
+def _check_path(path: str | os.PathLike) -> str:
     if isinstance(path, os.PathLike):
         path = os.fspath(path)
     if not isinstance(path, str) or not path:

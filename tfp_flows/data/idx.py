@@ -15,12 +15,16 @@ first 50,000 training images, ``'validation'`` the last 10,000, ``'test'`` the
 out their last sixth, which is 10,000 of 60,000.)
 """
 
+from __future__ import annotations
+
 import functools
 import gzip
 import os
 import struct
 
 import numpy as np
+
+from tfp_flows.typing import PathLike
 
 __all__ = ["FILES", "SPLITS", "read_idx", "find_file", "arrays", "validation_size"]
 
@@ -32,7 +36,7 @@ SPLITS = ("train", "validation", "test")
 _MAGIC = {3: 2051, 1: 2049}  # rank -> magic number (uint8 data)
 
 
-def read_idx(path, rank=None):
+def read_idx(path: PathLike, rank: int | None = None) -> np.ndarray:
     """Reads one uint8 IDX file (plain or gzip-compressed).
 
     Args:
@@ -85,7 +89,7 @@ def read_idx(path, rank=None):
     return array
 
 
-def find_file(data_dir, name):
+def find_file(data_dir: PathLike, name: str) -> str:
     """The path of IDX file `name` (or ``name.gz``) in `data_dir`.
 
     Raises:
@@ -113,7 +117,7 @@ def _part(data_dir, part, mtimes):
 
 
 def _mtimes(data_dir, part):
-    out = []
+    out: list[float | None] = []
     for name in FILES[part]:
         try:
             out.append(os.path.getmtime(find_file(data_dir, name)))
@@ -122,13 +126,13 @@ def _mtimes(data_dir, part):
     return tuple(out)
 
 
-def validation_size(num_train_files):
+def validation_size(num_train_files: int) -> int:
     """Images held out for validation from the end of the training files:
     a sixth of them (10,000 of MNIST's 60,000)."""
     return num_train_files // 6
 
 
-def arrays(data_dir, split):
+def arrays(data_dir: PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels of one split, read from the IDX files in `data_dir`.
 
     Args:

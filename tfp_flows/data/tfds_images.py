@@ -28,6 +28,8 @@ it has prepared, and downloads only after a quick check (a few seconds) that
 its servers are reachable: offline, the error names the ``data_dir`` way.
 """
 
+from __future__ import annotations
+
 import os
 import re
 import socket
@@ -35,6 +37,7 @@ import socket
 import tensorflow as tf
 
 from tfp_flows.data import common, idx
+from tfp_flows.typing import PathLike
 
 __all__ = ["DATASETS", "SPEC", "ALIASES", "IDX_DATASETS", "info", "load",
            "resolve_split", "center_crop_resize", "CELEB_A_CROP", "DataUnavailableError"]
@@ -50,7 +53,7 @@ _IMAGENET = {"train": "train[:-10000]", "validation": "train[-10000:]",
              "test": "validation"}
 
 # name -> (tfds name, native [H, W, C], user split -> tfds split, classes)
-SPEC = {
+SPEC: dict[str, tuple[str, tuple[int, int, int], dict[str, str], int | None]] = {
     "mnist": ("mnist", (28, 28, 1), _MNIST, 10),
     "fashion_mnist": ("fashion_mnist", (28, 28, 1), _MNIST, 10),
     "cifar10": ("cifar10", (32, 32, 3), _CIFAR, 10),
@@ -71,7 +74,7 @@ class DataUnavailableError(OSError):
 _TERM = re.compile(r"^\s*([A-Za-z_]+)\s*(\[[^\]]*\])?\s*$")
 
 
-def resolve_split(name, split):
+def resolve_split(name: str, split: str) -> tuple[str, bool]:
     """Maps a user split (``'train'``, ``'validation'``, ``'test'``, or tfds
     slicing) to tfds.
 
@@ -134,7 +137,7 @@ def _check_image_size(name, image_size):
     return native
 
 
-def info(name, n_bits=8, image_size=None):
+def info(name: str, n_bits: int = 8, image_size: int | None = None) -> common.DatasetInfo:
     """`DatasetInfo` of a tfds image dataset after preprocessing."""
     n_bits = common.check_n_bits(n_bits)
     size = _check_image_size(name, image_size)
@@ -145,7 +148,7 @@ def info(name, n_bits=8, image_size=None):
         splits=tuple(mapping), source=f"tfds:{tfds_name}")
 
 
-def center_crop_resize(image, size, crop=None):
+def center_crop_resize(image: tf.Tensor, size: int, crop: int | None = None) -> tf.Tensor:
     """Centre crop, then resize to ``size x size``, back to 8-bit integers.
 
     Args:
@@ -168,9 +171,12 @@ def center_crop_resize(image, size, crop=None):
     return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
-def load(name, split, *, batch_size, n_bits=8, image_size=None,
-         with_labels=False, dequantize=False, shuffle=None, shuffle_buffer=None,
-         seed=None, drop_remainder=None, data_dir=None, download=True):
+def load(name: str, split: str, *, batch_size: int, n_bits: int = 8,
+         image_size: int | None = None, with_labels: bool = False,
+         dequantize: bool = False, shuffle: bool | None = None,
+         shuffle_buffer: int | None = None, seed: int | None = None,
+         drop_remainder: bool | None = None, data_dir: PathLike | None = None,
+         download: bool = True) -> tf.data.Dataset:
     """Pipeline over a tfds image dataset; see `tfp_flows.data.load`."""
     meta = info(name, n_bits, image_size)
     if with_labels and meta.num_classes is None:
@@ -205,11 +211,12 @@ def load(name, split, *, batch_size, n_bits=8, image_size=None,
         return image
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    bits = common.check_n_bits(n_bits)  # meta.n_bits, as an int
     return common.finish(
         ds, batch_size=batch_size, shuffle=shuffle,
         shuffle_buffer=shuffle_buffer or common.DEFAULT_SHUFFLE_BUFFER,
         seed=seed, drop_remainder=drop_remainder, dequantize=dequantize,
-        to_float=lambda x: tf.cast(common.reduce_bits(x, meta.n_bits), tf.float32))
+        to_float=lambda x: tf.cast(common.reduce_bits(x, bits), tf.float32))
 
 
 def _has_idx(data_dir):

@@ -21,11 +21,15 @@ These are the standard toy targets of the flow literature (e.g. Grathwohl et
 al., 2019, FFJORD; Durkan et al., 2019), written with our own constants.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable
 
 import tensorflow as tf
 
 from tfp_flows.data import common
+from tfp_flows.typing import TensorLike
 
 __all__ = ["two_moons", "eight_gaussians", "checkerboard", "spirals", "SAMPLERS",
            "DATASETS", "MOONS_NOISE", "GAUSSIANS_RADIUS", "GAUSSIANS_STD",
@@ -51,7 +55,7 @@ def _bernoulli(n, seed):
     return tf.cast(tf.random.stateless_uniform([n], seed) < 0.5, tf.float32)
 
 
-def two_moons(n, seed):
+def two_moons(n: int | tf.Tensor, seed: TensorLike) -> tf.Tensor:
     """Two interleaved moons: ``[n, 2]`` float32 (see module docstring)."""
     s_t, s_moon, s_noise = _seeds(seed, 3)
     t = tf.random.stateless_uniform([n], s_t, maxval=math.pi)
@@ -62,7 +66,7 @@ def two_moons(n, seed):
     return 2.0 * (tf.stack([x, y], axis=-1) + noise - tf.constant([0.5, 0.25]))
 
 
-def eight_gaussians(n, seed):
+def eight_gaussians(n: int | tf.Tensor, seed: TensorLike) -> tf.Tensor:
     """Mixture of 8 Gaussians on a circle: ``[n, 2]`` float32."""
     s_k, s_noise = _seeds(seed, 2)
     k = tf.random.stateless_uniform([n], s_k, maxval=8, dtype=tf.int32)
@@ -71,7 +75,7 @@ def eight_gaussians(n, seed):
     return centres + GAUSSIANS_STD * tf.random.stateless_normal([n, 2], s_noise)
 
 
-def checkerboard(n, seed):
+def checkerboard(n: int | tf.Tensor, seed: TensorLike) -> tf.Tensor:
     """Uniform on the dark squares of a 4x4 board on ``[-2, 2]^2``."""
     s_x, s_y, s_row = _seeds(seed, 3)
     x = tf.random.stateless_uniform([n], s_x, minval=-2.0, maxval=2.0)
@@ -82,7 +86,7 @@ def checkerboard(n, seed):
     return tf.stack([x, y], axis=-1)
 
 
-def spirals(n, seed):
+def spirals(n: int | tf.Tensor, seed: TensorLike) -> tf.Tensor:
     """Two interleaved spirals: ``[n, 2]`` float32."""
     s_u, s_arm, s_noise = _seeds(seed, 3)
     t = 2 * math.pi * SPIRALS_TURNS * tf.sqrt(tf.random.stateless_uniform([n], s_u))
@@ -92,7 +96,8 @@ def spirals(n, seed):
     return points + SPIRALS_NOISE * tf.random.stateless_normal([n, 2], s_noise)
 
 
-SAMPLERS = {"two_moons": two_moons, "eight_gaussians": eight_gaussians,
+SAMPLERS: dict[str, Callable[[int, TensorLike], tf.Tensor]] = {
+    "two_moons": two_moons, "eight_gaussians": eight_gaussians,
             "checkerboard": checkerboard, "spirals": spirals}
 DATASETS = tuple(SAMPLERS)
 # Fixed data seeds of the sized splits, so that 'train', 'validation' and
@@ -101,20 +106,22 @@ DATASETS = tuple(SAMPLERS)
 _SPLIT_SEEDS = {"train": 2024, "validation": 2026, "test": 2025}
 
 
-def sample(name, n, seed):
+def sample(name: str, n: int, seed: TensorLike) -> tf.Tensor:
     """``n`` samples of the toy density ``name``: ``[n, 2]`` float32."""
     return SAMPLERS[name](common.check_positive_int(n, "n"), seed)
 
 
-def info(name):
+def info(name: str) -> common.DatasetInfo:
     """`DatasetInfo` of a toy density (continuous: ``num_bins=None``)."""
     return common.DatasetInfo(
         name=name, kind="vector", shape=(2,), num_bins=None, n_bits=None,
         num_classes=None, splits=tuple(_SPLIT_SEEDS), source="tfp_flows.data.toy2d")
 
 
-def load(name, split, *, batch_size, num_examples=None, infinite=False, shuffle=None,
-         shuffle_buffer=None, seed=None, drop_remainder=None):
+def load(name: str, split: str, *, batch_size: int, num_examples: int | None = None,
+         infinite: bool = False, shuffle: bool | None = None,
+         shuffle_buffer: int | None = None, seed: int | None = None,
+         drop_remainder: bool | None = None) -> tf.data.Dataset:
     """Pipeline over a toy density; see `tfp_flows.data.load`.
 
     A sized split holds ``num_examples`` fixed samples (default

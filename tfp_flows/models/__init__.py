@@ -1,15 +1,23 @@
 """Model builders: each returns a `tfd.TransformedDistribution`."""
 
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tensorflow_probability import distributions as tfd
+
 from tfp_flows.models.glow import glow
 from tfp_flows.models.nice import nice
 from tfp_flows.models.real_nvp import real_nvp
 from tfp_flows.models.vector import vector_flow
 
-BUILDERS = {"glow": glow, "real_nvp": real_nvp, "nice": nice,
+BUILDERS: dict[str, Callable[..., tfd.TransformedDistribution]] = {
+    "glow": glow, "real_nvp": real_nvp, "nice": nice,
             "vector_flow": vector_flow}
 
 
-def from_config(config):
+def from_config(config: Mapping[str, Any]) -> tfd.TransformedDistribution:
     """Rebuilds a model from ``dist.bijector.description.config``.
 
     ``config`` holds the builder's own keyword arguments plus ``model``.

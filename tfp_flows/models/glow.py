@@ -1,7 +1,10 @@
 """Glow (Kingma & Dhariwal, 2018) as a `tfd.TransformedDistribution`."""
 
+from __future__ import annotations
+
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tensorflow_probability import distributions as tfd
 
 from tfp_flows import masks, networks, priors
 from tfp_flows.bijectors import (
@@ -11,20 +14,26 @@ from tfp_flows.bijectors import (
     FactorOut,
     InvertibleConv1x1,
     PixelRescale,
+    SplineCoupling,
     Squeeze,
 )
 from tfp_flows.models import _common
+from tfp_flows.typing import DTypeLike, Shape
 
 tfb = tfp.bijectors
 
 __all__ = ["glow"]
 
 
-def glow(image_shape, num_levels=3, num_steps=32, hidden_channels=512, *,
-         coupling="affine", lu=True, n_bits=8, num_bins=None,
-         num_classes=None, learn_top_prior=True, split_prior=True,
-         scale_fn="sigmoid", memory_efficient=False, seed=None,
-         dtype=tf.float32, name="glow"):
+def glow(image_shape: Shape, num_levels: int = 3, num_steps: int = 32,
+         hidden_channels: int = 512, *,
+         coupling: str = "affine", lu: bool = True, n_bits: int | None = 8,
+         num_bins: float | None = None,
+         num_classes: int | None = None, learn_top_prior: bool = True,
+         split_prior: bool = True,
+         scale_fn: str = "sigmoid", num_spline_bins: int = 8, spline_bound: float = 3.0,
+         memory_efficient: bool = False, seed: int | None = None,
+         dtype: DTypeLike = tf.float32, name: str = "glow") -> tfd.TransformedDistribution:
     """Builds Glow over images in pixel units.
 
     Data -> latent (the ``inverse`` of the returned distribution's bijector):
@@ -41,7 +50,8 @@ def glow(image_shape, num_levels=3, num_steps=32, hidden_channels=512, *,
       num_levels: L, the number of levels (squeezes).
       num_steps: K, flow steps per level.
       hidden_channels: width of the coupling CNNs (512 in the paper).
-      coupling: ``'affine'`` or ``'additive'``.
+      coupling: ``'affine'``, ``'additive'`` or ``'spline'`` (a
+        rational-quadratic neural spline, :class:`~tfp_flows.bijectors.SplineCoupling`).
       lu: LU-decomposed 1x1 convolutions.
       n_bits: pixels are in ``[0, 2**n_bits)`` (5 for Glow's CelebA-HQ).
       num_bins: alternatively, the number of intensity levels (e.g. 17).
@@ -50,6 +60,10 @@ def glow(image_shape, num_levels=3, num_steps=32, hidden_channels=512, *,
       learn_top_prior: learn the top prior's per-channel mean and scale.
       split_prior: learn a conditional prior at each split (else N(0, 1)).
       scale_fn: the affine coupling's scale function (see `AffineCoupling`).
+      num_spline_bins: bins of each spline (``coupling='spline'``).
+      spline_bound: B, the splines act on ``[-B, B]`` and are the identity
+        outside; after ActNorm the coupling inputs are roughly standardised,
+        so B = 3 covers most values.
       memory_efficient: reversible gradients (memory constant in depth).
       seed: seed of the 1x1 convolutions' random rotations.
       dtype: float dtype of the parameters.
@@ -69,9 +83,9 @@ def glow(image_shape, num_levels=3, num_steps=32, hidden_channels=512, *,
         raise ValueError(f"num_levels and num_steps must be >= 1, got "
                          f"{num_levels} and {num_steps}.")
     _common.check_divisible(shape, 2 ** num_levels, f"{num_levels} Glow levels")
-    if coupling not in ("affine", "additive"):
-        raise ValueError(f"coupling must be 'affine' or 'additive', got "
-                         f"{coupling!r}.")
+    _common.check_coupling(coupling, ("affine", "additive", "spline"))
+    num_spline_bins, spline_bound = _common.spline_options(num_spline_bins,
+                                                           spline_bound)
     bins = _common.num_bins_from(n_bits, num_bins)
     if bins is None:
         raise ValueError("glow models images: n_bits or num_bins is required.")
@@ -89,6 +103,13 @@ def glow(image_shape, num_levels=3, num_steps=32, hidden_channels=512, *,
                                    name=f"{prefix}_net")
             cpl = AffineCoupling(mask, net, scale_fn=scale_fn, dtype=dtype,
                                  name=f"{prefix}_coupling")
+        elif coupling == "spline":
+            net = networks.GlowCNN((3 * num_spline_bins - 1) * n_trans,
+                                   hidden_channels, dtype=policy,
+                                   name=f"{prefix}_net")
+            cpl = SplineCoupling(mask, net, num_bins=num_spline_bins,
+                                 bound=spline_bound, dtype=dtype,
+                                 name=f"{prefix}_coupling")
         else:
             net = networks.GlowCNN(n_trans, hidden_channels, dtype=policy,
                                    name=f"{prefix}_net")
@@ -99,7 +120,7 @@ def glow(image_shape, num_levels=3, num_steps=32, hidden_channels=512, *,
                                   name=f"{prefix}_conv1x1"),
                 cpl]
 
-    levels_meta = []
+    levels_meta: list[tuple[int, int | None]] = []
 
     def level(index, event):
         h, w, c = event
@@ -134,6 +155,7 @@ def glow(image_shape, num_levels=3, num_steps=32, hidden_channels=512, *,
                   coupling=coupling, lu=bool(lu), num_bins=bins,
                   num_classes=num_classes, learn_top_prior=bool(learn_top_prior),
                   split_prior=bool(split_prior), scale_fn=scale_fn,
+                  num_spline_bins=num_spline_bins, spline_bound=spline_bound,
                   memory_efficient=bool(memory_efficient), seed=seed,
                   dtype=dtype.name, name=name)
     return _common.make_flow(

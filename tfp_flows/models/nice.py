@@ -1,21 +1,27 @@
 """NICE (Dinh et al., 2014) as a `tfd.TransformedDistribution`."""
 
+from __future__ import annotations
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tensorflow_probability import distributions as tfd
 
 from tfp_flows import masks, networks
 from tfp_flows.bijectors import ActNorm, AdditiveCoupling, DiagonalScaling, PixelRescale
 from tfp_flows.models import _common
+from tfp_flows.typing import DTypeLike, Shape
 
 tfb = tfp.bijectors
 
 __all__ = ["nice"]
 
 
-def nice(event_shape, *, num_couplings=4, hidden_units=1000,
-         num_hidden_layers=5, prior="logistic", n_bits=8, num_bins=None,
-         actnorm=True, memory_efficient=False, dtype=tf.float32, name="nice"):
+def nice(event_shape: int | Shape, *, num_couplings: int = 4, hidden_units: int = 1000,
+         num_hidden_layers: int = 5, prior: str = "logistic", n_bits: int | None = 8,
+         num_bins: float | None = None,
+         actnorm: bool = True, memory_efficient: bool = False,
+         dtype: DTypeLike = tf.float32, name: str = "nice") -> tfd.TransformedDistribution:
     """Builds NICE: additive couplings with alternating partitions + scaling.
 
     Data -> latent: (for images) pixels divided by ``2**n_bits`` and flattened,
@@ -28,10 +34,13 @@ def nice(event_shape, *, num_couplings=4, hidden_units=1000,
       event_shape: ``[D]`` for vectors or ``[H, W, C]`` for images (flattened
         internally; the distribution's event shape stays ``[H, W, C]``).
       num_couplings: number of additive couplings (4 in the paper).
-      hidden_units, num_hidden_layers: MLP size.
+      hidden_units: width of each hidden layer of the MLPs.
+      num_hidden_layers: number of hidden layers of each MLP.
       prior: ``'logistic'`` (the paper) or ``'gaussian'``.
-      n_bits / num_bins: pixel range; ``n_bits=None`` for continuous data
-        (no rescaling), e.g. 2-D toy densities.
+      n_bits: pixels are in ``[0, 2**n_bits)``; ``n_bits=None`` (and no
+        ``num_bins``) for continuous data (no rescaling), e.g. 2-D toy
+        densities.
+      num_bins: alternatively, the number of intensity levels.
       actnorm: start with a data-initialised per-dimension `ActNorm` (not in
         the paper). It standardises the input from the first batch, so
         training starts at the prior's scale instead of spending thousands
@@ -41,6 +50,9 @@ def nice(event_shape, *, num_couplings=4, hidden_units=1000,
       memory_efficient: reversible gradients.
       dtype: float dtype.
       name: distribution name.
+
+    Returns:
+      A `tfd.TransformedDistribution` whose event shape is ``event_shape``.
     """
     try:
         shape = tuple(int(d) for d in np.atleast_1d(event_shape))
@@ -58,7 +70,7 @@ def nice(event_shape, *, num_couplings=4, hidden_units=1000,
     bins = _common.num_bins_from(n_bits, num_bins)
     dtype = _common.float_dtype(dtype)
     policy = networks.policy_for(dtype)
-    bijectors = []
+    bijectors: list[tfp.bijectors.Bijector] = []
     if bins is not None:
         bijectors.append(PixelRescale(bins, shift=0.0, event_ndims=len(shape),
                                       dtype=dtype, name="preprocess"))

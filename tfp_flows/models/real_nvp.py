@@ -1,20 +1,29 @@
 """RealNVP (Dinh et al., 2016) as a `tfd.TransformedDistribution`."""
 
+from __future__ import annotations
+
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from tensorflow_probability import distributions as tfd
 
 from tfp_flows import masks, networks
-from tfp_flows.bijectors import AffineCoupling, FactorOut, PixelLogit, Squeeze
+from tfp_flows.bijectors import AffineCoupling, FactorOut, PixelLogit, SplineCoupling, Squeeze
 from tfp_flows.models import _common
+from tfp_flows.typing import DTypeLike, Shape
 
 tfb = tfp.bijectors
 
 __all__ = ["real_nvp"]
 
 
-def real_nvp(image_shape, num_scales=2, *, hidden_channels=64, num_blocks=4,
-             n_bits=8, num_bins=None, alpha=0.05, scale_fn="exp_tanh",
-             memory_efficient=False, dtype=tf.float32, name="real_nvp"):
+def real_nvp(image_shape: Shape, num_scales: int = 2, *, hidden_channels: int = 64,
+             num_blocks: int = 4, n_bits: int | None = 8, num_bins: float | None = None,
+             alpha: float = 0.05, scale_fn: str = "exp_tanh",
+             coupling: str = "affine", num_spline_bins: int = 8,
+             spline_bound: float = 3.0, memory_efficient: bool = False,
+             dtype: DTypeLike = tf.float32,
+             name: str = "real_nvp") -> tfd.TransformedDistribution:
     """Builds RealNVP's multi-scale architecture over images in pixel units.
 
     Data -> latent: the logit preprocessing with ``alpha``, then for each scale
@@ -29,9 +38,20 @@ def real_nvp(image_shape, num_scales=2, *, hidden_channels=64, num_blocks=4,
       num_scales: number of scales (the last one does not squeeze).
       hidden_channels: ResNet width (64 in the paper's CIFAR-10 model).
       num_blocks: residual blocks per ResNet (8 in the paper).
-      n_bits / num_bins: pixel range ``[0, 2**n_bits)`` or ``[0, num_bins)``.
+      n_bits: pixels are in ``[0, 2**n_bits)``.
+      num_bins: alternatively, the number of intensity levels: pixels are in
+        ``[0, num_bins)``.
       alpha: logit preprocessing margin (the paper used 0.05).
       scale_fn: coupling scale function (see `AffineCoupling`).
+      coupling: ``'affine'`` (the paper) or ``'spline'``: every coupling is
+        a rational-quadratic neural spline
+        (:class:`~tfp_flows.bijectors.SplineCoupling`) with the same masks
+        and ResNets.
+      num_spline_bins: bins of each spline (``coupling='spline'``).
+      spline_bound: B, the splines act on ``[-B, B]`` and are the identity
+        outside; after the logit preprocessing values lie within
+        ``+-logit(1 - alpha)`` (+-2.94 for alpha = 0.05), so B = 3 covers
+        the first couplings' inputs.
       memory_efficient: reversible gradients.
       dtype: float dtype.
       name: distribution name.
@@ -55,35 +75,43 @@ def real_nvp(image_shape, num_scales=2, *, hidden_channels=64, num_blocks=4,
     bins = _common.num_bins_from(n_bits, num_bins)
     if bins is None:
         raise ValueError("real_nvp models images: n_bits or num_bins is required.")
+    _common.check_coupling(coupling, ("affine", "spline"))
+    num_spline_bins, spline_bound = _common.spline_options(num_spline_bins,
+                                                           spline_bound)
     dtype = _common.float_dtype(dtype)
     policy = networks.policy_for(dtype)
+    params_per_dim = 2 if coupling == "affine" else 3 * num_spline_bins - 1
 
-    def coupling(mask, prefix):
+    def make_coupling(mask, prefix):
         c = mask.shape[-1]
         if masks_is_channel(mask):
-            out = 2 * int((mask.reshape(-1, c)[0] == 0).sum())
+            out = params_per_dim * int((mask.reshape(-1, c)[0] == 0).sum())
         else:
-            out = 2 * c
+            out = params_per_dim * c
         net = networks.ResNet(out, hidden_channels, num_blocks, dtype=policy,
                               name=f"{prefix}_net")
+        if coupling == "spline":
+            return SplineCoupling(mask, net, num_bins=num_spline_bins,
+                                  bound=spline_bound, dtype=dtype,
+                                  name=f"{prefix}_coupling")
         return AffineCoupling(mask, net, scale_fn=scale_fn, dtype=dtype,
                               name=f"{prefix}_coupling")
 
-    levels_meta = []
+    levels_meta: list[tuple[int, int | None]] = []
 
     def scale(index, event):
         h, w, c = event
         if index == num_scales:
             levels_meta.append((1, None))
-            return [coupling(masks.checkerboard(event, parity=i % 2),
-                             f"scale{index}_checker{i}") for i in range(4)]
-        items = [coupling(masks.checkerboard(event, parity=i % 2),
-                          f"scale{index}_checker{i}") for i in range(3)]
+            return [make_coupling(masks.checkerboard(event, parity=i % 2),
+                                  f"scale{index}_checker{i}") for i in range(4)]
+        items = [make_coupling(masks.checkerboard(event, parity=i % 2),
+                               f"scale{index}_checker{i}") for i in range(3)]
         squeezed = (h // 2, w // 2, 4 * c)
         items.append(tfb.Invert(Squeeze(2, dtype=dtype,
                                         name=f"scale{index}_squeeze")))
-        items += [coupling(masks.channel(squeezed, parity=i % 2),
-                           f"scale{index}_channel{i}") for i in range(3)]
+        items += [make_coupling(masks.channel(squeezed, parity=i % 2),
+                                f"scale{index}_channel{i}") for i in range(3)]
         kept = squeezed[-1] // 2
         levels_meta.append((2, kept))
         inner = _common.chain(scale(index + 1, squeezed[:2] + (kept,)),
@@ -99,7 +127,9 @@ def real_nvp(image_shape, num_scales=2, *, hidden_channels=64, num_blocks=4,
                   image_shape=list(shape), num_scales=num_scales,
                   hidden_channels=int(hidden_channels),
                   num_blocks=int(num_blocks), num_bins=bins, alpha=float(alpha),
-                  scale_fn=scale_fn, memory_efficient=bool(memory_efficient),
+                  scale_fn=scale_fn, coupling=coupling,
+                  num_spline_bins=num_spline_bins, spline_bound=spline_bound,
+                  memory_efficient=bool(memory_efficient),
                   dtype=dtype.name, name=name)
     return _common.make_flow(
         bijectors, base=_common.base_distribution("gaussian", shape, dtype),
@@ -107,7 +137,7 @@ def real_nvp(image_shape, num_scales=2, *, hidden_channels=64, num_blocks=4,
         levels=levels_meta, memory_efficient=memory_efficient)
 
 
-def masks_is_channel(mask):
+def masks_is_channel(mask: np.ndarray) -> bool:
     """True when `mask` only varies along its last axis."""
     flat = mask.reshape(-1, mask.shape[-1])
     return bool((flat == flat[:1]).all())

@@ -5,16 +5,24 @@ posterior approximation (``tfp.vi.fit_surrogate_posterior``) and as an MCMC
 transport map (``tfp.mcmc.TransformedTransitionKernel``) one wants a flow over
 unconstrained vectors ``R^D``: this builder stacks affine couplings with
 alternating vector masks (Dinh et al., 2016) and MLP coupling networks, then a
-learned elementwise affine map (location and scale) on the data side.
+learned elementwise affine map (location and scale) on the data side. With
+``coupling='spline'`` the couplings are neural splines (Durkan et al., 2019).
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow_probability import bijectors as tfb
+from tensorflow_probability import distributions as tfd
 
 from tfp_flows import masks, networks, priors
-from tfp_flows.bijectors import ActNorm, AffineCoupling
+from tfp_flows.bijectors import ActNorm, AffineCoupling, SplineCoupling
 from tfp_flows.models import _common
+from tfp_flows.typing import DTypeLike, Shape
 
 __all__ = ["vector_flow", "ClampedMLP"]
 
@@ -30,8 +38,8 @@ class ClampedMLP(networks.MLP):
     At zero raw output it is the identity, like the plain MLP.
     """
 
-    def __init__(self, out_units, hidden_units=256, num_hidden_layers=2,
-                 max_log_scale=3.0, **kwargs):
+    def __init__(self, out_units: int, hidden_units: int = 256, num_hidden_layers: int = 2,
+                 max_log_scale: float = 3.0, **kwargs: Any) -> None:
         super().__init__(out_units, hidden_units, num_hidden_layers, **kwargs)
         if out_units % 2:
             raise ValueError(f"out_units must be even (shift and scale), got "
@@ -41,20 +49,23 @@ class ClampedMLP(networks.MLP):
             raise ValueError(f"max_log_scale must be positive, got "
                              f"{max_log_scale}.")
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         shift, raw = tf.split(super().call(x), 2, axis=-1)
         c = tf.cast(self.max_log_scale, raw.dtype)
         return tf.concat([shift, c * tf.tanh(raw / c)], axis=-1)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "max_log_scale": self.max_log_scale}
 
 
-def vector_flow(event_shape, num_couplings=4, hidden_units=64,
-                num_hidden_layers=2, *, scale_fn="exp_tanh",
-                mask_pattern="alternate", seed=None, max_log_scale=None,
-                affine=True,
-                num_classes=None, dtype=tf.float32, name="vector_flow"):
+def vector_flow(event_shape: int | Shape, num_couplings: int = 4, hidden_units: int = 64,
+                num_hidden_layers: int = 2, *, scale_fn: str = "exp_tanh",
+                mask_pattern: str = "alternate", seed: int | None = None,
+                max_log_scale: float | None = None,
+                affine: bool = True, coupling: str = "affine",
+                num_spline_bins: int = 8, spline_bound: float = 3.0,
+                num_classes: int | None = None, dtype: DTypeLike = tf.float32,
+                name: str = "vector_flow") -> tfd.TransformedDistribution:
     """Builds a flow over vectors ``[D]`` with a standard normal base.
 
     Data -> latent (the bijector's ``inverse``)::
@@ -76,7 +87,8 @@ def vector_flow(event_shape, num_couplings=4, hidden_units=64,
       event_shape: ``D`` or ``[D]``, ``D >= 2``.
       num_couplings: number of affine couplings (>= 2 so that every entry is
         transformed).
-      hidden_units, num_hidden_layers: size of each coupling MLP.
+      hidden_units: width of each hidden layer of the coupling MLPs.
+      num_hidden_layers: number of hidden layers of each coupling MLP.
       scale_fn: ``'exp_tanh'`` (bounded per layer), ``'sigmoid'`` or ``'exp'``
         (unbounded, needed for scales that vary over orders of magnitude, e.g.
         Neal's funnel); see `AffineCoupling`.
@@ -89,6 +101,15 @@ def vector_flow(event_shape, num_couplings=4, hidden_units=64,
         overflowing.
       affine: add the learned elementwise location/scale on the data side (an
         `ActNorm` without data-dependent initialisation).
+      coupling: ``'affine'`` (the couplings above) or ``'spline'``:
+        rational-quadratic neural spline couplings
+        (:class:`~tfp_flows.bijectors.SplineCoupling`) with the same masks and
+        MLPs; `scale_fn` does not apply and `max_log_scale` must be None.
+      num_spline_bins: bins of each spline (``coupling='spline'``).
+      spline_bound: B, the splines act on ``[-B, B]`` and are the identity
+        outside. The default B = 3 suits roughly standardised values;
+        raise it for a target whose scale is much wider (the data-side
+        affine map starts at the identity).
       num_classes: if set, a class-conditional Gaussian prior
         (:class:`tfp_flows.priors.LearnedPrior` named ``'class_prior'``);
         pass ``bijector_kwargs={'class_prior': {'labels': y}}``.
@@ -122,15 +143,29 @@ def vector_flow(event_shape, num_couplings=4, hidden_units=64,
     if mask_pattern not in ("alternate", "random"):
         raise ValueError(f"mask_pattern must be 'alternate' or 'random', got "
                          f"{mask_pattern!r}.")
+    _common.check_coupling(coupling, ("affine", "spline"))
+    num_spline_bins, spline_bound = _common.spline_options(num_spline_bins,
+                                                           spline_bound)
+    if coupling == "spline" and max_log_scale is not None:
+        raise ValueError("max_log_scale clamps the affine couplings' scale; "
+                         "it does not apply to coupling='spline'.")
     dtype = _common.float_dtype(dtype)
     policy = networks.policy_for(dtype)
     layer_masks = _masks(dim, num_couplings, mask_pattern, seed)
-    bijectors = []
+    bijectors: list[tfb.Bijector] = []
     if affine:
         bijectors.append(ActNorm(dim, event_ndims=1, data_init=False,
                                  dtype=dtype, name="affine"))
     for k, mask in enumerate(layer_masks):
         n_trans = int((mask == 0).sum())
+        if coupling == "spline":
+            net = networks.MLP((3 * num_spline_bins - 1) * n_trans,
+                               int(hidden_units), int(num_hidden_layers),
+                               dtype=policy, name=f"coupling{k}_net")
+            bijectors.append(SplineCoupling(
+                mask, net, num_bins=num_spline_bins, bound=spline_bound,
+                dtype=dtype, name=f"coupling{k}"))
+            continue
         if max_log_scale is None:
             net = networks.MLP(2 * n_trans, int(hidden_units),
                                int(num_hidden_layers), dtype=policy,
@@ -150,7 +185,8 @@ def vector_flow(event_shape, num_couplings=4, hidden_units=64,
                   num_hidden_layers=int(num_hidden_layers), scale_fn=scale_fn,
                   mask_pattern=mask_pattern, seed=seed,
                   max_log_scale=max_log_scale, affine=bool(affine),
-                  num_classes=num_classes,
+                  coupling=coupling, num_spline_bins=num_spline_bins,
+                  spline_bound=spline_bound, num_classes=num_classes,
                   dtype=dtype.name, name=name)
     return _common.make_flow(
         bijectors, base=_common.base_distribution("gaussian", shape, dtype),
@@ -164,7 +200,7 @@ def _masks(dim, num_couplings, kind, seed):
         return [masks.checkerboard([dim], parity=k % 2)
                 for k in range(num_couplings)]
     rng = np.random.default_rng(seed)
-    out = []
+    out: list[np.ndarray] = []
     while len(out) < num_couplings:
         mask = np.zeros(dim, np.float32)
         mask[rng.permutation(dim)[:(dim + 1) // 2]] = 1.0

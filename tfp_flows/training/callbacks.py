@@ -1,7 +1,10 @@
 """Keras callbacks for flow training: sample grids (PNG and TensorBoard) and
 Glow's linear learning-rate warmup."""
 
+from __future__ import annotations
+
 import os
+from typing import Any
 
 import keras
 import numpy as np
@@ -10,12 +13,13 @@ from tensorflow.core.framework import summary_pb2
 
 from tfp_flows import evaluation, flow_ops
 from tfp_flows.plots import image_grid
+from tfp_flows.typing import PathLike, TensorLike
 
 __all__ = ["write_image_summary", "SampleGrid",
            "TensorBoardSamples", "LinearWarmup"]
 
 
-def write_image_summary(tag, image, step):
+def write_image_summary(tag: str, image: TensorLike, step: int | tf.Tensor) -> bool | tf.Tensor:
     """Writes one uint8 image ``[H, W, C]`` as a TensorBoard image summary.
 
     The same record as ``tf.summary.image`` (a string tensor ``[width,
@@ -37,7 +41,8 @@ def write_image_summary(tag, image, step):
 class _Sampler(keras.callbacks.Callback):
     """Shared part: draw a fixed-seed sample grid from the model's flow."""
 
-    def __init__(self, num_samples, temperature, seed, every_n_epochs):
+    def __init__(self, num_samples: int, temperature: float, seed: int,
+                 every_n_epochs: int) -> None:
         super().__init__()
         if int(num_samples) < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
@@ -82,13 +87,13 @@ class SampleGrid(_Sampler):
       every_n_epochs: write every this many epochs.
     """
 
-    def __init__(self, directory, num_samples=16, temperature=0.7, seed=0,
-                 every_n_epochs=1):
+    def __init__(self, directory: PathLike, num_samples: int = 16,
+                 temperature: float = 0.7, seed: int = 0, every_n_epochs: int = 1) -> None:
         super().__init__(num_samples, temperature, seed, every_n_epochs)
         self.directory = os.fspath(directory)
-        self.paths = []
+        self.paths: list[str] = []
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if not self._due(epoch):
             return
         from PIL import Image  # pylint: disable=import-outside-toplevel
@@ -110,13 +115,13 @@ class TensorBoardSamples(_Sampler):
       num_samples, temperature, seed, every_n_epochs: as in `SampleGrid`.
     """
 
-    def __init__(self, log_dir, num_samples=16, temperature=0.7, seed=0,
-                 every_n_epochs=1):
+    def __init__(self, log_dir: PathLike, num_samples: int = 16,
+                 temperature: float = 0.7, seed: int = 0, every_n_epochs: int = 1) -> None:
         super().__init__(num_samples, temperature, seed, every_n_epochs)
         self.log_dir = os.path.join(os.fspath(log_dir), "samples")
-        self._writer = None
+        self._writer: Any = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if not self._due(epoch):
             return
         if self._writer is None:
@@ -127,7 +132,7 @@ class TensorBoardSamples(_Sampler):
                                 grid, step=epoch + 1)
         self._writer.flush()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -150,7 +155,7 @@ class LinearWarmup(keras.callbacks.Callback):
         10 epochs).
     """
 
-    def __init__(self, peak_learning_rate, warmup_steps):
+    def __init__(self, peak_learning_rate: float, warmup_steps: int) -> None:
         super().__init__()
         if not float(peak_learning_rate) > 0:
             raise ValueError("peak_learning_rate must be > 0, got "
@@ -160,15 +165,15 @@ class LinearWarmup(keras.callbacks.Callback):
         self.peak_learning_rate = float(peak_learning_rate)
         self.warmup_steps = int(warmup_steps)
 
-    def rate(self, step):
+    def rate(self, step: int) -> float:
         """The learning rate before optimizer step `step` (0-based)."""
         return self.peak_learning_rate * min(1.0, (step + 1) / self.warmup_steps)
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         step = int(self.model.optimizer.iterations.numpy())
         self.model.optimizer.learning_rate = self.rate(step)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
             logs["learning_rate"] = float(
                 keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))

@@ -11,9 +11,14 @@ loss is the negative log-likelihood of the dequantised data::
 which upper-bounds the discrete model's code length (Theis et al., 2016).
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow_probability import distributions as tfd
 
 from tfp_flows import evaluation
 from tfp_flows import models as models_lib
@@ -41,14 +46,14 @@ class _FreezeDataInit:
     is, and evaluation data never initialises it (only training data does).
     """
 
-    def __init__(self, dist):
+    def __init__(self, dist: tfd.Distribution) -> None:
         self._norms = init_lib.actnorms(dist)
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         for b in self._norms:
             b.data_init = False
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         # `actnorms` only listed layers whose data init was on: restore them.
         for b in self._norms:
             b.data_init = True
@@ -57,12 +62,12 @@ class _FreezeDataInit:
 class _InitializeActNorm(keras.callbacks.Callback):
     """Runs last in `on_train_begin`, after `BackupAndRestore` has restored."""
 
-    def __init__(self, flow_model, images, labels):
+    def __init__(self, flow_model: FlowModel, images: Any, labels: Any) -> None:
         super().__init__()
         self._flow_model = flow_model
         self._images, self._labels = images, labels
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         m = self._flow_model
         init_lib.initialize_from_batch(
             m.distribution, self._images, self._labels,
@@ -129,8 +134,11 @@ class FlowModel(keras.Model):
       name: Keras model name.
     """
 
-    def __init__(self, distribution, dequantize=True, label_bijector=None,
-                 name="flow_model", **kwargs):
+    optimizer: Any  # set by keras.Model.compile (a Keras optimizer)
+
+    def __init__(self, distribution: tfd.TransformedDistribution, dequantize: bool = True,
+                 label_bijector: str | None = None, name: str = "flow_model",
+                 **kwargs: Any) -> None:
         bijector = getattr(distribution, "bijector", None)
         if bijector is None or not hasattr(distribution, "log_prob"):
             raise TypeError("FlowModel needs a tfd.TransformedDistribution, "
@@ -181,16 +189,18 @@ class FlowModel(keras.Model):
                     "strategy.scope() too.")
 
     @property
-    def distribution(self):
+    def distribution(self) -> tfd.TransformedDistribution:
         """The trained `tfd.TransformedDistribution`."""
         return self._distribution
 
     @property
-    def metrics(self):
+    def metrics(self) -> list[keras.metrics.Metric]:
+        """The logged metrics: the mean loss and bits/dim."""
         return [self._nll_metric, self._bpd_metric]
 
     # -- compile ----------------------------------------------------------------
-    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+    def compile(self, optimizer: str | keras.optimizers.Optimizer = "adam",
+                loss: Any = None, metrics: Any = None, **kwargs: Any) -> None:
         """Standard Keras `compile`; the loss is fixed (the NLL).
 
         Raises:
@@ -213,7 +223,7 @@ class FlowModel(keras.Model):
         if self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.trainable_variables)
 
-    def compile_from_config(self, config):
+    def compile_from_config(self, config: dict[str, Any]) -> None:
         """Recompiles after `keras.saving.load_model` (optimizer state too)."""
         self.compile(**keras.saving.deserialize_keras_object(config))
 
@@ -244,7 +254,7 @@ class FlowModel(keras.Model):
         log_p = self._distribution.log_prob(x, bijector_kwargs=kwargs)
         return evaluation.bits_per_dim(log_p, self._num_dims)
 
-    def call(self, images, labels=None):
+    def call(self, images: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
         """Per-image bits/dim ``[B]`` of `images` as given (no noise added)."""
         return self._bits_per_dim(tf.cast(images, self._distribution.dtype),
                                   labels)
@@ -262,7 +272,7 @@ class FlowModel(keras.Model):
             logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
         return logs
 
-    def train_step(self, data):
+    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         x, labels = self._unpack(data)
         x = self._dequantize(x)
         strategy = tf.distribute.get_strategy()
@@ -277,13 +287,13 @@ class FlowModel(keras.Model):
         self.optimizer.apply_gradients(zip(grads, variables))
         return self._update_metrics(bpd)
 
-    def test_step(self, data):
+    def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         x, labels = self._unpack(data)
         with _FreezeDataInit(self._distribution):
             bpd = self._bits_per_dim(self._dequantize(x), labels)
         return self._update_metrics(bpd)
 
-    def predict_step(self, data):
+    def predict_step(self, data: Any) -> tf.Tensor:
         x, labels = self._unpack(data)
         with _FreezeDataInit(self._distribution):
             return self._bits_per_dim(self._dequantize(x), labels)
@@ -312,8 +322,9 @@ class FlowModel(keras.Model):
                 return
             validate_images(self._distribution, x, integer=self.dequantize)
 
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, callbacks=None,
-            **kwargs):
+    def fit(self, x: Any = None, y: Any = None, batch_size: int | None = None,
+            epochs: int = 1, callbacks: list[keras.callbacks.Callback] | None = None,
+            **kwargs: Any) -> keras.callbacks.History:
         """Keras `fit`, plus ActNorm initialisation from the first batch.
 
         See the class docstring. Raises ValueError for images of the wrong
@@ -336,15 +347,17 @@ class FlowModel(keras.Model):
         return super().fit(x, y, batch_size=batch_size, epochs=epochs,
                            callbacks=callbacks, **kwargs)
 
-    def evaluate(self, x=None, y=None, **kwargs):
+    def evaluate(self, x: Any = None, y: Any = None, **kwargs: Any) -> Any:
+        """Keras `evaluate` (evaluation never initialises ActNorm)."""
         self._check_input(x)
         return super().evaluate(x, y, **kwargs)
 
-    def predict(self, x, **kwargs):
+    def predict(self, x: Any, **kwargs: Any) -> np.ndarray:
+        """Keras `predict`: per-image bits/dim ``[N]`` after dequantisation."""
         self._check_input(x)
         return super().predict(x, **kwargs)
 
-    def train_on_batch(self, x, y=None, **kwargs):
+    def train_on_batch(self, x: Any, y: Any = None, **kwargs: Any) -> Any:
         """Keras `train_on_batch`; initialises ActNorm from `x` if needed."""
         self._check_input(x)
         init_lib.initialize_from_batch(
@@ -354,7 +367,7 @@ class FlowModel(keras.Model):
         return super().train_on_batch(x, y, **kwargs)
 
     # -- serialisation -------------------------------------------------------------
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         description = describe(self._distribution)
         if description is None:
             raise NotImplementedError(
@@ -367,7 +380,7 @@ class FlowModel(keras.Model):
                 "label_bijector": self.label_bijector, "name": self.name}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> FlowModel:
         config = dict(config)
         dist = models_lib.from_config(config.pop("flow_config"))
         return cls(dist, **config)

@@ -15,8 +15,12 @@ Example:
   ...     raise TrainingDivergedError(guard.failure.describe())
 """
 
+from __future__ import annotations
+
 import dataclasses
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -45,7 +49,7 @@ class Divergence:
     what: str
     value: float | None
 
-    def describe(self):
+    def describe(self) -> str:
         """One sentence, e.g. ``'loss became nan at epoch 3, batch 12'``."""
         where = f"epoch {self.epoch}" + (
             f", batch {self.batch}" if self.batch is not None else "")
@@ -54,7 +58,7 @@ class Divergence:
         return f"{self.what} became {self.value} at {where}"
 
 
-def all_finite(model):
+def all_finite(model: keras.Model) -> bool:
     """True when every variable of a Keras model (and its optimizer) is finite.
 
     Args:
@@ -89,16 +93,16 @@ class NaNGuard(keras.callbacks.Callback):
       monitor: names of the logged values to check (default ``('loss',)``).
     """
 
-    def __init__(self, monitor=("loss",)):
+    def __init__(self, monitor: Sequence[str] = ("loss",)) -> None:
         super().__init__()
         self.monitor = tuple(monitor)
-        self.failure = None
+        self.failure: Divergence | None = None
         self._epoch = 0
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.failure = None
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch + 1
 
     def _stop(self, failure):
@@ -106,7 +110,7 @@ class NaNGuard(keras.callbacks.Callback):
             self.failure = failure
         self.model.stop_training = True
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.failure is not None or not logs:
             return
         for key in self.monitor:
@@ -117,6 +121,6 @@ class NaNGuard(keras.callbacks.Callback):
                 self._stop(Divergence(self._epoch, batch + 1, key, value))
                 return
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.failure is None and not all_finite(self.model):
             self._stop(Divergence(epoch + 1, None, "weights", None))

@@ -8,12 +8,20 @@ With several workers, replica 0's values are then broadcast with one
 all-reduce, so the workers agree even if their input pipelines do not.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
+from tensorflow_probability import bijectors as tfb
+from tensorflow_probability import distributions as tfd
 
 from tfp_flows import evaluation
 from tfp_flows.bijectors import ActNorm, flow_bijectors
 from tfp_flows.flow_ops import initialize
+from tfp_flows.typing import TensorLike
 
 __all__ = ["actnorms", "needs_initialization", "first_batch",
            "initialize_from_batch", "sync_from_replica_zero"]
@@ -23,14 +31,14 @@ __all__ = ["actnorms", "needs_initialization", "first_batch",
 _INIT_NOISE_SEED = 20180709
 
 
-def actnorms(dist):
+def actnorms(dist: tfd.Distribution | tfb.Bijector) -> list[ActNorm]:
     """Every data-initialised ActNorm of a distribution, data side first."""
     bijector = getattr(dist, "bijector", dist)
     return [b for b in flow_bijectors(bijector)
             if isinstance(b, ActNorm) and b.data_init]
 
 
-def needs_initialization(dist):
+def needs_initialization(dist: tfd.Distribution | tfb.Bijector) -> bool:
     """True when some ActNorm of `dist` has not been initialised yet."""
     return any(b.needs_initialization() for b in actnorms(dist))
 
@@ -48,7 +56,7 @@ def _split(element):
     return element, None
 
 
-def first_batch(x, y=None, batch_size=None):
+def first_batch(x: Any, y: Any = None, batch_size: int | None = None) -> tuple[Any, Any]:
     """The first batch `fit` will see, as ``(images, labels)``.
 
     Args:
@@ -80,7 +88,8 @@ def first_batch(x, y=None, batch_size=None):
         "pass an array or a tf.data.Dataset.")
 
 
-def sync_from_replica_zero(strategy, variables):
+def sync_from_replica_zero(strategy: tf.distribute.Strategy,
+                           variables: Iterable[tf.Variable]) -> None:
     """Sets `variables` on every replica (all workers) to replica 0's values.
 
     One all-reduce: each replica contributes its value if it is replica 0 in
@@ -114,8 +123,10 @@ def _any_replica(strategy, flag):
     return bool(count() > 0)
 
 
-def initialize_from_batch(dist, images, labels=None, *, dequantize=True,
-                          label_bijector=None, strategy=None):
+def initialize_from_batch(dist: tfd.Distribution, images: TensorLike,
+                          labels: TensorLike | None = None, *, dequantize: bool = True,
+                          label_bijector: str | None = None,
+                          strategy: tf.distribute.Strategy | None = None) -> bool:
     """Initialises every ActNorm of `dist` from one batch, unless already done.
 
     A no-op when every ActNorm is initialised (e.g. after restoring a
@@ -145,7 +156,7 @@ def initialize_from_batch(dist, images, labels=None, *, dequantize=True,
         x = tf.convert_to_tensor(np.asarray(images), dist.dtype or tf.float32)
         if dequantize:
             x = evaluation.dequantize(x, seed=(_INIT_NOISE_SEED, 0))
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if labels is not None and label_bijector is not None:
             kwargs = {label_bijector: {"labels": tf.convert_to_tensor(labels)}}
         initialize(dist, x, bijector_kwargs=kwargs)

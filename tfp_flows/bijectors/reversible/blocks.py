@@ -22,9 +22,13 @@ safely (a capture that is not one of the block's variables) falls back to
 the per-layer path.
 """
 
+from __future__ import annotations
+
 import json
 import threading
 import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -37,16 +41,20 @@ from tfp_flows.bijectors.reversible.layers import Accumulator, leaf_backward, ou
 
 __all__ = ["MAX_PERIOD", "MIN_BLOCKS", "Run", "plan"]
 
+#: ``(bijector, event rank of its input)``: an entry of a chain walk.
+Item = tuple[Any, int]
+
 #: Longest block (in bijectors) looked for.
 MAX_PERIOD = 4
 #: Fewest repetitions worth a traced function.
 MIN_BLOCKS = 2
 
-_PLANS = weakref.WeakKeyDictionary()
+_PLANS: weakref.WeakKeyDictionary[FlowChain, dict[str, list[Item | Run]]] = (
+    weakref.WeakKeyDictionary())
 _NOINLINE = {"_noinline": True}
 
 
-def plan(chain, direction):
+def plan(chain: FlowChain, direction: str) -> list[Item | Run]:
     """The children of `chain` in `direction` order, as a list of
     ``(child, ndims)`` and `Run` entries (cached per chain)."""
     plans = _PLANS.setdefault(chain, {})
@@ -129,20 +137,20 @@ def _signature(b, ndims):
 class Run:
     """``len(units)`` consecutive copies of one block, in walking order."""
 
-    def __init__(self, units, direction):
+    def __init__(self, units: Sequence[Sequence[Item]], direction: str) -> None:
         self.units = [tuple(c for c, _ in unit) for unit in units]
         self.ndims = [r for _, r in units[0]]
         self.direction = direction
-        self._traced = {}
-        self._present = None
+        self._traced: dict[tuple[Any, ...], Any] = {}
+        self._present: list[bool] = []
         self._lock = threading.Lock()
 
     @property
-    def items(self):
+    def items(self) -> list[Item]:
         """The run as plain ``(child, ndims)`` entries."""
         return [(c, r) for unit in self.units for c, r in zip(unit, self.ndims)]
 
-    def usable(self, kwargs_for):
+    def usable(self, kwargs_for: Callable[[Any], Any]) -> bool:
         """Blocks need graph mode and no conditioning for any member."""
         return (not tf.executing_eagerly() and
                 not any(kwargs_for(c) for unit in self.units for c in unit))
@@ -202,7 +210,9 @@ class Run:
             list(inputs), [variables[p].handle for p in positions])
 
     # -- the sweeps -----------------------------------------------------------
-    def forward(self, x, fallback):
+    def forward(
+            self, x: tf.Tensor, fallback: Callable[[list[Item], tf.Tensor], Any],
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """``(x, ldj)`` through every block; ``fallback(items, x)`` computes
         blocks that cannot be called as a traced function."""
         total = None
@@ -214,7 +224,10 @@ class Run:
             total = ldj if total is None else total + ldj
         return x, total
 
-    def backward(self, y, dy, dldj, acc, fallback):
+    def backward(
+            self, y: tf.Tensor, dy: tf.Tensor, dldj: tf.Tensor | None, acc: Accumulator,
+            fallback: Callable[[list[Item], tf.Tensor, tf.Tensor], Any],
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """Reversible backward step of every block, last block first, into
         ``(x, dx)``; ``fallback(items, y, dy)`` for blocks that cannot be
         called as a traced function."""

@@ -1,13 +1,16 @@
 """`ReversibleChain`: a `FlowChain` whose gradients are reversible, and
 :func:`memory_efficient`, which switches a whole flow to (or from) it."""
 
-import tensorflow_probability as tfp
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+from tensorflow_probability import bijectors as tfb
+from tensorflow_probability import distributions as tfd
 
 from tfp_flows.bijectors.chain import FactorOut, FlowChain
 from tfp_flows.bijectors.reversible import gradient
-
-tfb = tfp.bijectors
-tfd = tfp.distributions
 
 __all__ = ["ReversibleChain", "memory_efficient"]
 
@@ -32,19 +35,20 @@ class ReversibleChain(FlowChain):
     """
 
     @property
-    def memory_efficient(self):
+    def memory_efficient(self) -> bool:
         """True: gradients are reversible."""
         return True
 
-    def _inverse_and_log_det(self, y, **kwargs):
+    def _inverse_and_log_det(self, y: tf.Tensor, **kwargs: Any) -> tuple[tf.Tensor, tf.Tensor]:
         self._check_data(y)
         return gradient.inverse_and_log_det(self, y, **kwargs)
 
-    def _forward_and_log_det(self, x, **kwargs):
+    def _forward_and_log_det(self, x: tf.Tensor, **kwargs: Any) -> tuple[tf.Tensor, tf.Tensor]:
         return gradient.forward_and_log_det(self, x, **kwargs)
 
 
-def memory_efficient(dist_or_bijector, enabled=True):
+def memory_efficient(dist_or_bijector: tfd.Distribution | tfb.Bijector,
+                     enabled: bool = True) -> tfd.Distribution | FlowChain:
     """An equivalent flow whose gradients are reversible (or not).
 
     Rebuilds the containers (`FlowChain` as `ReversibleChain` or back,

@@ -9,21 +9,23 @@ running repeated blocks as traced functions in a graph
 (:mod:`tfp_flows.bijectors.reversible.blocks`).
 """
 
+from __future__ import annotations
+
 import contextlib
 import threading
 import weakref
+from typing import Any
 
 import tensorflow as tf
-import tensorflow_probability as tfp
 from tensorflow.python.eager import record  # pylint: disable=no-name-in-module
+from tensorflow_probability import bijectors as tfb
 
 from tfp_flows.bijectors.actnorm import ActNorm
 from tfp_flows.bijectors.base import flow_bijectors
 from tfp_flows.bijectors.chain import FactorOut, FlowChain, route_kwargs, single_pass
 from tfp_flows.bijectors.reversible import blocks
 from tfp_flows.bijectors.reversible.layers import Accumulator, flip, in_ndims, leaf_backward
-
-tfb = tfp.bijectors
+from tfp_flows.typing import TensorLike
 
 __all__ = ["inverse_and_log_det", "forward_and_log_det"]
 
@@ -47,7 +49,8 @@ def _nested():
 
 
 # -- public entry points ------------------------------------------------------
-def inverse_and_log_det(chain, y, /, **kwargs):
+def inverse_and_log_det(chain: FlowChain, y: TensorLike, /,
+                        **kwargs: Any) -> tuple[tf.Tensor, tf.Tensor]:
     """``chain.inverse(y)`` and its log-det, with reversible gradients.
 
     The pass of `ReversibleChain` (data -> latent).
@@ -67,7 +70,8 @@ def inverse_and_log_det(chain, y, /, **kwargs):
     return _reversible(chain, y, "inverse", kwargs)
 
 
-def forward_and_log_det(chain, x, /, **kwargs):
+def forward_and_log_det(chain: FlowChain, x: TensorLike, /,
+                        **kwargs: Any) -> tuple[tf.Tensor, tf.Tensor]:
     """``chain.forward(x)`` (latent -> data) and its log-det, with reversible
     gradients (e.g. for gradients through samples)."""
     if _nested():
@@ -75,7 +79,8 @@ def forward_and_log_det(chain, x, /, **kwargs):
     return _reversible(chain, x, "forward", kwargs)
 
 
-_ACTNORMS = weakref.WeakKeyDictionary()
+_ACTNORMS: weakref.WeakKeyDictionary[FlowChain, tuple[ActNorm, ...]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _initialize_first(chain, y, kwargs):
@@ -100,7 +105,8 @@ def _initialize_first(chain, y, kwargs):
 
 
 # -- the custom gradient ------------------------------------------------------
-_VARIABLES = weakref.WeakKeyDictionary()
+_VARIABLES: weakref.WeakKeyDictionary[FlowChain, tuple[tf.Variable, ...]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _chain_variables(chain):

@@ -6,36 +6,42 @@ chain) and :mod:`tfp_flows.bijectors.reversible.blocks` (repeated blocks
 traced once). See :mod:`tfp_flows.bijectors.reversible` for the method.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 import tensorflow as tf
-import tensorflow_probability as tfp
+from tensorflow_probability import bijectors as tfb
 
 from tfp_flows.bijectors.base import FlowBijector
 from tfp_flows.bijectors.chain import FactorOut, FlowChain, single_pass
-
-tfb = tfp.bijectors
+from tfp_flows.typing import BijectorKwargs
 
 __all__ = ["Accumulator", "after", "flip", "in_ndims", "out_ndims",
            "leaf_backward"]
 
 
-def flip(direction):
+def flip(direction: str) -> str:
     """The opposite direction."""
     return "forward" if direction == "inverse" else "inverse"
 
 
-def in_ndims(b, direction):
+def in_ndims(b: tfb.Bijector, direction: str) -> int:
     """Minimal event rank of `b`'s input when applied in `direction`."""
     return (b.inverse_min_event_ndims if direction == "inverse"
             else b.forward_min_event_ndims)
 
 
-def out_ndims(b, direction, ndims):
+def out_ndims(b: tfb.Bijector, direction: str, ndims: int) -> int:
     """Event rank of `b`'s output in `direction` for an input of rank `ndims`."""
     return (b.inverse_event_ndims(ndims) if direction == "inverse"
             else b.forward_event_ndims(ndims))
 
 
-def leaf_backward(b, direction, ndims, kwargs, y, dy, dldj, acc):
+def leaf_backward(b: tfb.Bijector, direction: str, ndims: int,
+                  kwargs: BijectorKwargs | None, y: tf.Tensor, dy: tf.Tensor,
+                  dldj: tf.Tensor | None, acc: Accumulator) -> tuple[tf.Tensor, tf.Tensor]:
     """Given the output `y` of leaf `b` applied in `direction` to an input of
     event rank `ndims`, and the cotangents `dy` and `dldj` (of the log-det,
     batch shape; may be None), returns ``(x, dx)``: the reconstructed input
@@ -56,14 +62,14 @@ def leaf_backward(b, direction, ndims, kwargs, y, dy, dldj, acc):
 class Accumulator:
     """Sums gradients of variables and of float conditioning tensors."""
 
-    def __init__(self, kw_tensors):
-        self.var_grads = {}
+    def __init__(self, kw_tensors: Sequence[tf.Tensor]) -> None:
+        self.var_grads: dict[Any, tf.Tensor] = {}
         self.kw_sources = [t for t in kw_tensors if t.dtype.is_floating]
         self._kw_index = [i for i, t in enumerate(kw_tensors)
                           if t.dtype.is_floating]
-        self.kw_grads = [None] * len(kw_tensors)
+        self.kw_grads: list[tf.Tensor | None] = [None] * len(kw_tensors)
 
-    def get(self, v):
+    def get(self, v: tf.Variable) -> tf.Tensor | None:
         """Summed gradient of variable `v` (or of its replica-local part)."""
         g = self.var_grads.get(v.ref())
         if g is None:
@@ -72,7 +78,9 @@ class Accumulator:
                 g = self.var_grads.get(get_local().ref())
         return g
 
-    def add(self, variables, var_grads, kw_grads):
+    def add(self, variables: Iterable[tf.Variable],
+            var_grads: Iterable[tf.Tensor | None],
+            kw_grads: Iterable[tf.Tensor | None]) -> None:
         """Adds gradients of `variables` and of the float kwargs (in order)."""
         for v, g in zip(variables, var_grads):
             if g is None:
@@ -88,7 +96,7 @@ class Accumulator:
                 self.kw_grads[i] = g if old is None else old + g
 
 
-def after(t, dep):
+def after(t: tf.Tensor, dep: tf.Tensor | None) -> tf.Tensor:
     """`t` with a data dependency on `dep` (exactly `t` unless `dep` is NaN).
 
     Keeps a graph executor (or XLA, which ignores control dependencies) from
