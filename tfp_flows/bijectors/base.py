@@ -30,7 +30,7 @@ from tensorflow_probability.python.internal import cache_util
 
 from tfp_flows.typing import DTypeLike, TensorLike
 
-__all__ = ["FlowBijector", "ParameterLayer", "keras_layers", "flow_bijectors"]
+__all__ = ["FlowBijector", "ParameterLayer", "keras_layers", "flow_bijectors", "raw_variable"]
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -60,7 +60,7 @@ class ParameterLayer(keras.layers.Layer):
 
     def raw(self, key: str) -> tf.Variable:
         """The `tf.Variable` behind variable `key` (never autocast)."""
-        return _raw_variable(getattr(self, key))
+        return raw_variable(getattr(self, key))
 
     def raw_dict(self) -> dict[str, tf.Variable]:
         """``{name: tf.Variable}`` for every spec, in spec order."""
@@ -70,7 +70,7 @@ class ParameterLayer(keras.layers.Layer):
         raise TypeError("ParameterLayer only holds variables.")
 
 
-def _raw_variable(var):
+def raw_variable(var: Any) -> tf.Variable:
     """The `tf.Variable` behind a `keras.Variable` (or the variable itself)."""
     if isinstance(var, tf.Variable):
         return var
@@ -118,7 +118,7 @@ class FlowBijector(tfb.Bijector):
         """Registers the Keras layers that own this bijector's parameters."""
         layers = tuple(layers)
         self._param_layers = layers  # tracked: checkpoints see the layers
-        raw = tuple(_raw_variable(v) for layer in layers for v in layer.weights)
+        raw = tuple(raw_variable(v) for layer in layers for v in layer.weights)
         # Untracked: `tf.Module` finds these for `trainable_variables` while
         # checkpoints do not save them a second time.
         self._raw_variables = self._no_dependency(raw)

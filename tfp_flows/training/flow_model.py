@@ -23,10 +23,11 @@ from tensorflow_probability import distributions as tfd
 from tfp_flows import evaluation
 from tfp_flows import models as models_lib
 from tfp_flows.bijectors import keras_layers
-from tfp_flows.bijectors.base import _raw_variable
 from tfp_flows.description import describe
 from tfp_flows.flow_ops import validate_images
 from tfp_flows.training import init as init_lib
+from tfp_flows.training.actnorm_hooks import FreezeDataInit, InitializeActNorm
+from tfp_flows.training.inputs import check_input, check_variables_owned, unpack_batch
 
 __all__ = ["FlowModel"]
 
@@ -37,43 +38,6 @@ def _multi_worker(strategy):
         return False
     in_multi = getattr(strategy.extended, "_in_multi_worker_mode", None)
     return bool(in_multi()) if in_multi is not None else False
-
-
-class _FreezeDataInit:
-    """While tracing evaluation/prediction: ActNorm does not data-initialise.
-
-    An uninitialised ActNorm is then evaluated as the identity it currently
-    is, and evaluation data never initialises it (only training data does).
-    """
-
-    def __init__(self, dist: tfd.Distribution) -> None:
-        self._norms = init_lib.actnorms(dist)
-
-    def __enter__(self) -> None:
-        for b in self._norms:
-            b.data_init = False
-
-    def __exit__(self, *exc: object) -> None:
-        # `actnorms` only listed layers whose data init was on: restore them.
-        for b in self._norms:
-            b.data_init = True
-
-
-class _InitializeActNorm(keras.callbacks.Callback):
-    """Runs last in `on_train_begin`, after `BackupAndRestore` has restored."""
-
-    def __init__(self, flow_model: FlowModel, images: Any, labels: Any) -> None:
-        super().__init__()
-        self._flow_model = flow_model
-        self._images, self._labels = images, labels
-
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        m = self._flow_model
-        init_lib.initialize_from_batch(
-            m.distribution, self._images, self._labels,
-            dequantize=m.dequantize, label_bijector=m.label_bijector,
-            strategy=m.distribute_strategy)
-        self._images = self._labels = None  # do not keep the batch alive
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -159,34 +123,10 @@ class FlowModel(keras.Model):
         self._event_shape = tuple(event.as_list())
         self._num_dims = float(np.prod(self._event_shape))
         self.flow_layers = keras_layers(distribution)
-        self._check_variables_owned()
+        check_variables_owned(distribution, self.flow_layers)
         self._nll_metric = keras.metrics.Mean(name="loss")
         self._bpd_metric = keras.metrics.Mean(name="bits_per_dim")
         self.built = True
-
-    # -- construction checks ------------------------------------------------
-    def _check_variables_owned(self):
-        owned = {id(_raw_variable(w)) for layer in self.flow_layers
-                 for w in layer.weights}
-        stray = [v for v in self._distribution.trainable_variables
-                 if id(v) not in owned]
-        if stray:
-            names = ", ".join(sorted({v.name for v in stray})[:5])
-            raise ValueError(
-                f"{len(stray)} trainable tf.Variable(s) of the distribution are "
-                f"not owned by a Keras layer ({names}); Keras would neither "
-                "train nor save them. Write coupling networks as keras.layers."
-                "Layer (or keras.Model), not as a bare tf.Module.")
-        strategy = tf.distribute.get_strategy()
-        if tf.distribute.has_strategy() and strategy.num_replicas_in_sync > 1:
-            local = [v for v in self._distribution.variables
-                     if not isinstance(v, tf.distribute.DistributedValues)]
-            if local:
-                raise ValueError(
-                    "FlowModel is created under a tf.distribute strategy but "
-                    f"{len(local)} variables of the distribution were created "
-                    "outside it; build the distribution inside "
-                    "strategy.scope() too.")
 
     @property
     def distribution(self) -> tfd.TransformedDistribution:
@@ -229,18 +169,7 @@ class FlowModel(keras.Model):
 
     # -- the objective -----------------------------------------------------------
     def _unpack(self, data):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        if isinstance(x, (tuple, list)):  # predict((images, labels))
-            images, labels = x[0], (x[1] if len(x) > 1 else y)
-        else:
-            images, labels = x, y
-        images = tf.cast(images, self._distribution.dtype)
-        if self.label_bijector is None:
-            labels = None
-        elif labels is None:
-            raise ValueError(f"this model is class-conditional "
-                             f"('{self.label_bijector}'): pass (images, labels).")
-        return images, labels
+        return unpack_batch(data, self._distribution.dtype, self.label_bijector)
 
     def _dequantize(self, x):
         if not self.dequantize:
@@ -289,38 +218,20 @@ class FlowModel(keras.Model):
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         x, labels = self._unpack(data)
-        with _FreezeDataInit(self._distribution):
+        with FreezeDataInit(self._distribution):
             bpd = self._bits_per_dim(self._dequantize(x), labels)
         return self._update_metrics(bpd)
 
     def predict_step(self, data: Any) -> tf.Tensor:
         x, labels = self._unpack(data)
-        with _FreezeDataInit(self._distribution):
+        with FreezeDataInit(self._distribution):
             return self._bits_per_dim(self._dequantize(x), labels)
 
     # -- entry points -------------------------------------------------------------
     def _check_input(self, x):
         """Clear ValueErrors for bad arrays, and dataset element shapes."""
-        if isinstance(x, (tuple, list)) and x:  # (images, labels)
-            x = x[0]
-        if isinstance(x, tf.data.Dataset):
-            spec = x.element_spec
-            spec = spec[0] if isinstance(spec, (tuple, list)) else spec
-            shape = getattr(spec, "shape", None)
-            n = len(self._event_shape)
-            if shape is not None and shape.rank is not None and (
-                    shape.rank != n + 1 or
-                    not shape[1:].is_compatible_with(self._event_shape)):
-                raise ValueError(
-                    f"dataset elements have shape {shape}; this flow needs "
-                    f"batches of shape [batch, "
-                    f"{', '.join(map(str, self._event_shape))}] (did you "
-                    "forget .batch()?).")
-            return
-        if isinstance(x, (np.ndarray, tf.Tensor)) or hasattr(x, "__array__"):
-            if tf.is_tensor(x) and not tf.executing_eagerly():
-                return
-            validate_images(self._distribution, x, integer=self.dequantize)
+        check_input(x, self._distribution, self._event_shape,
+                    integer=self.dequantize)
 
     def fit(self, x: Any = None, y: Any = None, batch_size: int | None = None,
             epochs: int = 1, callbacks: list[keras.callbacks.Callback] | None = None,
@@ -340,7 +251,7 @@ class FlowModel(keras.Model):
             if not isinstance(x, (np.ndarray, tf.Tensor)):
                 validate_images(self._distribution, images,
                                 integer=self.dequantize)
-            callbacks.append(_InitializeActNorm(self, images, labels))
+            callbacks.append(InitializeActNorm(self, images, labels))
         elif (isinstance(x, tf.data.Dataset) and
               int(x.cardinality()) == 0):  # known empty: Keras would train nothing
             raise ValueError("the training dataset is empty.")
