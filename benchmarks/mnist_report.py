@@ -128,7 +128,10 @@ def table(records, cpu, commit):
               f"benchmarks). Collected at commit {commit}.", "",
               "Learning curves: `<model>_curve.png`; samples of the chosen "
               "checkpoint at temperatures 0.7 and 1.0: "
-              "`<model>_samples_t0.7.png`, `<model>_samples_t1.png`."]
+              "`<model>_samples_t0.7.png`, `<model>_samples_t1.png`.", "",
+              "A first attempt at Adam 1e-3 after 100 warmup steps had loss "
+              "spikes within five epochs and was restarted at 5e-4 after 500: "
+              "`attempt1_lr1e-3/`."]
     return "\n".join(lines) + "\n"
 
 
