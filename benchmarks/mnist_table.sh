@@ -5,6 +5,12 @@
 # run this script as often as needed until every run reports its test figure.
 #
 #   benchmarks/mnist_table.sh DATA_DIR [MODEL...]     # default: glow real_nvp
+#   benchmarks/mnist_table.sh --snapshot [MODEL...]    # save the runs' state
+#
+# Run folders (runs/, not tracked by git) do not survive a fresh checkout:
+# --snapshot copies each run's config and its latest (and best-validation)
+# checkpoint into benchmarks/results/mnist/state/, to be committed; a later
+# launch restores a missing run folder from there and resumes it.
 #
 # DATA_DIR holds MNIST's four IDX files (original names, gzip or not).
 # Runs go to runs/<model>-mnist; logs to runs/<model>-mnist.log. Each run
@@ -12,7 +18,35 @@
 # oversubscription); set THREADS to change that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA_DIR=${1:?usage: benchmarks/mnist_table.sh DATA_DIR [MODEL...]}
+STATE=benchmarks/results/mnist/state
+if [ "${1:-}" = "--snapshot" ]; then
+  shift
+  MODELS=("$@")
+  [ ${#MODELS[@]} -gt 0 ] || MODELS=(glow real_nvp nice)
+  for model in "${MODELS[@]}"; do
+    run="runs/$model-mnist"
+    [ -f "$run/config.json" ] || continue
+    dest="$STATE/$model-mnist"
+    rm -rf "$dest" && mkdir -p "$dest/checkpoints"
+    cp "$run/config.json" "$dest/"
+    # the newest manifest, and the one with the lowest validation bits/dim
+    keep=$(python3 - "$run/checkpoints" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+ms = sorted(f for f in os.listdir(d) if f.startswith("epoch-") and f.endswith(".json"))
+vals = [(json.load(open(os.path.join(d, f))).get("validation_bits_per_dim"), f) for f in ms]
+best = min((v, f) for v, f in vals if v is not None)[1] if any(v is not None for v, _ in vals) else None
+print(" ".join(sorted({ms[-1], best} - {None})))
+PY
+)
+    for m in $keep; do
+      cp "$run/checkpoints/$m" "$run/checkpoints/${m%.json}.weights.h5" "$dest/checkpoints/"
+    done
+    echo "saved $run ($keep) to $dest"
+  done
+  exit 0
+fi
+DATA_DIR=${1:?usage: benchmarks/mnist_table.sh DATA_DIR [MODEL...] | --snapshot [MODEL...]}
 shift
 MODELS=("$@")
 [ ${#MODELS[@]} -gt 0 ] || MODELS=(glow real_nvp)
@@ -37,6 +71,10 @@ args_for() {
 mkdir -p runs
 pids=()
 for model in "${MODELS[@]}"; do
+  if [ ! -d "runs/$model-mnist" ] && [ -d "$STATE/$model-mnist" ]; then
+    cp -r "$STATE/$model-mnist" "runs/$model-mnist"
+    echo "restored runs/$model-mnist from $STATE"
+  fi
   # shellcheck disable=SC2046
   TF_NUM_INTRAOP_THREADS=$THREADS TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=$THREADS \
   TF_CPP_MIN_LOG_LEVEL=3 \
