@@ -90,10 +90,7 @@ def sample_with_seed(dist: tfd.TransformedDistribution, num: int | tf.Tensor,
       ``[num, *event_shape]`` samples.
     """
     kwargs = conditioning_kwargs(dist, labels)
-    if not isinstance(temperature, tf.Tensor):
-        temperature = evaluation.check_temperature(temperature)
-    z = evaluation.base_sample(dist, num, tf.cast(temperature, dist.dtype),
-                               stateless_seed(seed))
+    z = evaluation.base_sample(dist, num, temperature, stateless_seed(seed))
     return forward_and_log_det(dist.bijector, z, **kwargs)[0]
 
 

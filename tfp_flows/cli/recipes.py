@@ -25,7 +25,7 @@ import tfp_flows
 from tfp_flows import data, models
 from tfp_flows.training import FlowModel
 
-__all__ = ["DEFAULTS", "MODELS", "default_run_folder", "model_args_for",
+__all__ = ["DEFAULTS", "MODELS", "dataset_label", "default_run_folder", "model_args_for",
            "new_config", "build_model", "datasets", "EVAL_BATCH"]
 
 MODELS = ("glow", "real_nvp", "nice")
@@ -106,13 +106,21 @@ def model_args_for(model: str, info: data.DatasetInfo,
     return args
 
 
+def dataset_label(dataset: str) -> str:
+    """A dataset's name for messages and folders: the name, or for a path
+    its file or folder name (``faces`` for ``~/data/faces/``)."""
+    if data.files.is_path(dataset):
+        return os.path.basename(os.path.normpath(dataset))
+    return dataset
+
+
 def default_run_folder(model: str | None = None, dataset: str | None = None) -> str:
     """``runs/<model>-<dataset>``; a dataset given as a path is named by its
     file or folder name (``runs/glow-faces`` for ``~/data/faces/``)."""
     model = model or DEFAULTS["model"]
     dataset = dataset or DEFAULTS["dataset"]
     if data.files.is_path(dataset):
-        dataset = os.path.splitext(os.path.basename(os.path.normpath(dataset)))[0]
+        dataset = os.path.splitext(dataset_label(dataset))[0]
     return os.path.join("runs", f"{model}-{dataset.replace('_', '-')}")
 
 

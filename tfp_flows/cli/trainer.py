@@ -19,8 +19,8 @@ import tensorflow as tf
 from tensorflow_probability import distributions as tfd
 
 import tfp_flows
-from tfp_flows import data, plots
-from tfp_flows.cli import runs
+from tfp_flows import plots
+from tfp_flows.cli import recipes, runs
 from tfp_flows.cli.recipes import build_model, datasets, new_config
 from tfp_flows.training import FlowModel, LinearWarmup
 from tfp_flows.training.guards import NaNGuard, TrainingDivergedError
@@ -215,7 +215,7 @@ def finalize(folder: runs.RunFolder, config: Mapping[str, Any], model: FlowModel
     plots.save_image_grid(samples, image_bins(dist), folder.file(runs.SAMPLES))
     plots.save_training_curve(
         history, folder.file(runs.CURVE),
-        f"{config['model']} on {_display_name(config['dataset'])}",
+        f"{config['model']} on {recipes.dataset_label(config['dataset'])}",
         selected_epoch=selected)
     export_path = folder.file(runs.SAVED_MODEL)
     try:
@@ -244,7 +244,7 @@ def finalize(folder: runs.RunFolder, config: Mapping[str, Any], model: FlowModel
         "dataset": config["dataset"], "exported_epoch": epoch,
         "history": history}
     runs.write_json(folder.file(runs.METRICS), metrics)
-    log(f"test bits/dim: {test_bpd:.4f} ({_display_name(config['dataset'])}, "
+    log(f"test bits/dim: {test_bpd:.4f} ({recipes.dataset_label(config['dataset'])}, "
         f"epoch {selected} of {epoch}, chosen on validation; mean over "
         f"{config['eval_draws']} dequantisation draws); outputs in {folder.path}")
     return metrics
@@ -256,8 +256,3 @@ def image_bins(dist: tfd.Distribution) -> float:
     if bins is None:
         raise ValueError("this flow has no pixel bins: it is not an image model.")
     return bins
-
-
-def _display_name(dataset):
-    return os.path.basename(os.path.normpath(dataset)) if data.files.is_path(dataset) \
-        else dataset
