@@ -124,6 +124,14 @@ ENTRIES = [
         shaped=lambda s, d: B.SplineCoupling(masks.channel(s), num_bins=3,
                                              bound=2.0, hidden=4, dtype=d),
         shape_kind="vector"),
+    # Conditional couplings (conditional_input=, as in variational
+    # dequantisation): a context of the batch shape, drawn per test.
+    Entry("affine_conditional_image_checkerboard", lambda d: B.AffineCoupling(
+        masks.checkerboard([4, 4, 1]), hidden=8, context_channels=3, dtype=d),
+        (4, 4, 1), kwargs={"conditional_input": ("batch_context", (4, 4, 3))}),
+    Entry("spline_conditional_vector", lambda d: B.SplineCoupling(
+        masks.channel([4]), num_bins=4, bound=2.0, hidden=8, context_channels=2,
+        dtype=d), (4,), kwargs={"conditional_input": ("batch_context", (2,))}),
     Entry("affine_user_keras_network", _user_network, (4,)),
     Entry("additive_function_network", _callable_network, (4,),
           has_variables=False),
@@ -174,3 +182,26 @@ ENTRIES = [
 ]
 
 BY_NAME = {e.name: e for e in ENTRIES}
+
+
+def call_kwargs(entry, batch_shape, rng, dtype=tf.float32):
+    """An entry's call kwargs: class labels or a context of the batch shape."""
+    out = {}
+    for k, v in entry.kwargs.items():
+        if v == "batch_labels":
+            out[k] = tf.constant(rng.integers(0, 4, size=batch_shape), tf.int32)
+        elif isinstance(v, tuple) and v[0] == "batch_context":
+            out[k] = tf.constant(rng.standard_normal(tuple(batch_shape) + v[1]), dtype)
+        else:
+            out[k] = v
+    return out
+
+
+def flatten_kwargs(entry, kw):
+    """`kw` for the batch flattened to one axis."""
+    out = {}
+    for k, v in kw.items():
+        spec = entry.kwargs[k]
+        event = spec[1] if isinstance(spec, tuple) else ()
+        out[k] = tf.reshape(v, (-1,) + tuple(event))
+    return out

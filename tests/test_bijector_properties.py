@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tests.bijector_registry import ENTRIES
+from tests.bijector_registry import ENTRIES, call_kwargs, flatten_kwargs
 from tfp_flows import bijectors as B
 
 tfb = tfp.bijectors
@@ -17,14 +17,6 @@ RTOL_64 = 1e-9
 RTOL_32 = 1e-4
 # Brute-force Jacobian vs log-det in float64: both exact, rounding only.
 LOGDET_ATOL = 1e-8
-
-
-def _kwargs(entry, batch_shape, rng):
-    out = {}
-    for k, v in entry.kwargs.items():
-        out[k] = (tf.constant(rng.integers(0, 4, size=batch_shape), tf.int32)
-                  if v == "batch_labels" else v)
-    return out
 
 
 def _perturb(bijector, rng, scale=0.1):
@@ -56,7 +48,7 @@ def test_round_trip(entry, dtype):
     rng = np.random.default_rng(1)
     b = _make(entry, dtype, rng)
     x = entry.sample((3,) + entry.event_shape, dtype, rng)
-    kw = _kwargs(entry, (3,), rng)
+    kw = call_kwargs(entry, (3,), rng)
     z = _uncached(b, "inverse", x, **kw)
     x_back = _uncached(b, "forward", z, **kw)
     rtol = RTOL_64 if dtype == tf.float64 else RTOL_32
@@ -88,7 +80,7 @@ def test_log_det_matches_brute_force_jacobian(entry, record_property):
     dtype = tf.float64
     b = _make(entry, dtype, rng)
     x = entry.sample((2,) + entry.event_shape, dtype, rng)
-    kw = _kwargs(entry, (2,), rng)
+    kw = call_kwargs(entry, (2,), rng)
     ndims = b.inverse_min_event_ndims
     ildj = b.inverse_log_det_jacobian(tf.identity(x), event_ndims=ndims, **kw)
     brute_inv = _flat_jacobian(lambda t: b.inverse(t, **kw), x)
@@ -110,7 +102,7 @@ def test_fldj_is_minus_ildj_and_event_shapes(entry):
     rng = np.random.default_rng(3)
     b = _make(entry, tf.float64, rng)
     x = entry.sample((2,) + entry.event_shape, tf.float64, rng)
-    kw = _kwargs(entry, (2,), rng)
+    kw = call_kwargs(entry, (2,), rng)
     z = _uncached(b, "inverse", x, **kw)
     ildj = b.inverse_log_det_jacobian(tf.identity(x),
                                       event_ndims=b.inverse_min_event_ndims, **kw)
@@ -133,7 +125,7 @@ def test_gradients_reach_every_trainable_variable(entry):
     rng = np.random.default_rng(4)
     b = _make(entry, tf.float32, rng)
     x = entry.sample((4,) + entry.event_shape, tf.float32, rng)
-    kw = _kwargs(entry, (4,), rng)
+    kw = call_kwargs(entry, (4,), rng)
     variables = b.trainable_variables
     assert variables, "bijector exposes no trainable variables"
     with tf.GradientTape() as tape:
@@ -150,7 +142,7 @@ def test_eager_function_and_xla_agree(entry):
     rng = np.random.default_rng(5)
     b = _make(entry, tf.float32, rng)
     x = entry.sample((3,) + entry.event_shape, tf.float32, rng)
-    kw = _kwargs(entry, (3,), rng)
+    kw = call_kwargs(entry, (3,), rng)
 
     def both(t):
         z, ildj = B.inverse_and_log_det(b, t, **kw)
@@ -176,13 +168,13 @@ def test_batch_shapes(entry, batch_shape):
     rng = np.random.default_rng(6)
     b = _make(entry, tf.float32, rng)
     x = entry.sample(batch_shape + entry.event_shape, tf.float32, rng)
-    kw = _kwargs(entry, batch_shape, rng)
+    kw = call_kwargs(entry, batch_shape, rng)
     z, ildj = B.inverse_and_log_det(b, x, **kw)
     assert tuple(ildj.shape) == batch_shape
     assert tuple(z.shape[:len(batch_shape)]) == batch_shape
     # each batch member is transformed independently of the others
     flat_x = tf.reshape(x, (-1,) + entry.event_shape)
-    flat_kw = {k: tf.reshape(v, [-1]) for k, v in kw.items()}
+    flat_kw = flatten_kwargs(entry, kw)
     z_flat, ildj_flat = B.inverse_and_log_det(b, flat_x, **flat_kw)
     np.testing.assert_allclose(tf.reshape(z, z_flat.shape).numpy(),
                                z_flat.numpy(), rtol=1e-5, atol=1e-5)

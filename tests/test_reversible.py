@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_flows
-from tests.bijector_registry import ENTRIES
+from tests.bijector_registry import ENTRIES, call_kwargs
 from tests.model_helpers import pixels, ready
 from tfp_flows import bijectors as B
 from tfp_flows import masks, models
@@ -156,7 +156,7 @@ def test_every_registry_bijector_in_a_memory_efficient_chain(entry):
         elif v.dtype == tf.bool:
             v.assign(True)
     x = tf.constant(entry.sample((3,) + entry.event_shape, tf.float64, rng))
-    kwargs = {k: tf.constant([0, 1, 3]) for k in entry.kwargs}
+    kwargs = call_kwargs(entry, (3,), rng, tf.float64)
     plain = B.FlowChain([b], name="plain")
     lean = B.ReversibleChain([b], name="lean")
     grads = []

@@ -12,6 +12,7 @@ for a class-conditional model)::
     log_prob(x: float[N, *E])                 -> {"log_prob": float[N]}
     bits_per_dim(images: int32[N, *E],        -> {"bits_per_dim": float[N]}
                  seed: int64[])
+    variational_bits_per_dim(images, seed)    -> {"bits_per_dim": float[N]}
     sample(num: int32[], temperature: float[],-> {"samples": float[num, *E]}
            seed: int64[])
     encode(x: float[N, *E])                   -> {"latent": float[N, *E],
@@ -27,6 +28,11 @@ for a class-conditional model)::
   convention, :func:`tfp_flows.bits_per_dim`). For a model without pixel bins
   (a density over vectors) it takes continuous ``x: float[N, *E]`` and no
   seed, and returns ``-log p(x) / (D log 2)``.
+* ``variational_bits_per_dim`` exists only for a `FlowModel` trained with
+  a learned dequantiser (:class:`tfp_flows.dequantization.
+  VariationalDequantization`): the same checks, noise ``u ~ q(u | x)``
+  drawn with the stateless RNG from ``seed``, and the variational bound
+  ``-(log p(x + u) - log q(u | x)) / (D log 2)``.
 * ``sample`` scales the base noise by ``temperature`` (Glow's temperature) and
   uses stateless RNG ops, so a seed gives the same samples in memory
   (:func:`sample_with_seed`, :class:`ServingModule`) and after loading. For a

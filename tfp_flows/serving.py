@@ -27,6 +27,7 @@ from tfp_flows.serving_ops import (
     class_conditional_priors,
     conditioning_kwargs,
     sample_with_seed,
+    variational_bits_per_dim_with_seed,
 )
 
 if TYPE_CHECKING:
@@ -100,6 +101,11 @@ class ServingModule(tf.Module):
         # the SavedModel does not need, and make saving several times slower.
         self._distribution = self._no_dependency(dist)
         self.model_variables = list(dist.variables)
+        # A FlowModel's learned dequantiser: its variables and a signature.
+        deq = getattr(dist_or_flowmodel, "dequantization", None)
+        self._dequantization = self._no_dependency(deq)
+        if deq is not None:
+            self.dequantization_variables = list(deq.variables)
         description = describe(dist)
         self._levels = list(description.levels) if description else []
         self._num_bins = description.num_bins if description else None
@@ -118,6 +124,8 @@ class ServingModule(tf.Module):
     def signature_names(self) -> list[str]:
         """Names of the serving signatures, in a fixed order."""
         names = ["log_prob", "bits_per_dim", "sample", "encode", "decode"]
+        if self._dequantization is not None:
+            names.append("variational_bits_per_dim")
         if len(self._levels) > 1:
             names.append("decode_levels")
         return names
@@ -161,7 +169,7 @@ class ServingModule(tf.Module):
         if self._num_bins is not None:
             bins = float(self._num_bins)
 
-            def bpd_pixels_fn(images, seed, labels=None):
+            def pixel_checks(images, labels):
                 checks = [
                     tf.debugging.assert_non_negative(
                         images, message="pixel values must be >= 0"),
@@ -170,12 +178,21 @@ class ServingModule(tf.Module):
                         message=f"pixel values must be < num_bins={bins:g}")]
                 if cond:
                     checks.append(labels_match(tf.shape(images)[0], labels, "image"))
-                with tf.control_dependencies(checks):
+                return checks
+
+            def bpd_pixels_fn(images, seed, labels=None):
+                with tf.control_dependencies(pixel_checks(images, labels)):
                     return {"bits_per_dim": bits_per_dim_with_seed(
                         dist, images, seed, labels if cond else None)}
             bpd_fn = bpd_pixels_fn
             bpd_specs = [tf.TensorSpec((None,) + event, tf.int32, name="images"),
                          tf.TensorSpec([], tf.int64, name="seed")]
+            deq = self._dequantization
+
+            def variational_bpd_fn(images, seed, labels=None):
+                with tf.control_dependencies(pixel_checks(images, labels)):
+                    return {"bits_per_dim": variational_bits_per_dim_with_seed(
+                        dist, deq, images, seed, labels if cond else None)}
         else:
             dim = float(np.prod(event))
 
@@ -219,6 +236,8 @@ class ServingModule(tf.Module):
 
         self.log_prob = with_labels(log_prob_fn, [data])
         self.bits_per_dim = with_labels(bpd_fn, bpd_specs)
+        if self._dequantization is not None:
+            self.variational_bits_per_dim = with_labels(variational_bpd_fn, bpd_specs)
         self.sample = with_labels(sample_fn, sample_specs)
         self.encode = with_labels(encode_fn, [data])
         self.decode = with_labels(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 from tensorflow_probability import distributions as tfd
@@ -21,7 +22,7 @@ from tfp_flows.bijectors.chain import forward_and_log_det
 from tfp_flows.typing import TensorLike
 
 __all__ = ["class_conditional_priors", "conditioning_kwargs", "stateless_seed",
-           "sample_with_seed", "bits_per_dim_with_seed"]
+           "sample_with_seed", "bits_per_dim_with_seed", "variational_bits_per_dim_with_seed"]
 
 
 def class_conditional_priors(dist: tfd.Distribution) -> list[tfb.Bijector]:
@@ -92,6 +93,23 @@ def sample_with_seed(dist: tfd.TransformedDistribution, num: int | tf.Tensor,
     kwargs = conditioning_kwargs(dist, labels)
     z = evaluation.base_sample(dist, num, temperature, stateless_seed(seed))
     return forward_and_log_det(dist.bijector, z, **kwargs)[0]
+
+
+def variational_bits_per_dim_with_seed(
+        dist: tfd.TransformedDistribution, dequantization: Any, images: TensorLike,
+        seed: int | tf.Tensor, labels: TensorLike | None = None) -> tf.Tensor:
+    """The variational bound in bits/dim with stateless noise ``u ~ q(u | x)``.
+
+    ``-(log p(x + u) - log q(u | x)) / (D log 2)``, the noise drawn from the
+    learned `dequantization` (a
+    :class:`~tfp_flows.dequantization.VariationalDequantization`) with the
+    stateless RNG from `seed`; the same function runs inside the
+    ``variational_bits_per_dim`` signature.
+    """
+    x = tf.cast(images, dist.dtype)
+    noisy, log_q = dequantization.dequantize(x, seed=stateless_seed(seed))
+    log_p = dist.log_prob(noisy, bijector_kwargs=conditioning_kwargs(dist, labels))
+    return evaluation.bits_per_dim(log_p - log_q, float(np.prod(dist.event_shape)))
 
 
 def bits_per_dim_with_seed(dist: tfd.TransformedDistribution, images: TensorLike,

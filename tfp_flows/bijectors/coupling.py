@@ -12,10 +12,19 @@ as in RealNVP.
 
 Both derive from `Coupling`, the shared base class, as does the neural spline
 coupling (:class:`tfp_flows.bijectors.spline.SplineCoupling`).
+
+**Conditional couplings.** With ``context_channels=c > 0`` the network also
+sees a context tensor, passed on every call as
+``forward(x, conditional_input=h)`` (TFP's keyword for conditional
+bijectors): ``h`` has the batch shape of ``x`` and event shape
+``[H, W, c]`` for images or ``[c]`` for vectors, and is concatenated to the
+network's input along the last axis. The conditional density flow of
+:class:`tfp_flows.dequantization.VariationalDequantization` is built this way.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -65,14 +74,31 @@ class Coupling(FlowBijector):
     transform of `x` given the ``_params_per_dim`` parameter tensors (each of
     `x`'s shape), data -> latent when `inverse`, with its elementwise
     log-determinant (None for a volume-preserving transform).
+
+    A conditional coupling (``context_channels > 0``) takes
+    ``conditional_input=`` on every call (see the module docstring).
     """
 
     _params_per_dim = 1
+    # set by __init__ from the mask
+    _context_channels: int
+    _mask_np: np.ndarray
+    _event_shape_np: tuple[int, ...]
+    _split: bool
+    _cond_idx: np.ndarray
+    _trans_idx: np.ndarray
+    _cond_first: bool
+    _trans_first: bool
+    _merge_perm: np.ndarray
+    _cond_shape: tuple[int, ...]
+    _out_channels: int
+    _network: Callable[[tf.Tensor], Any]
 
     def __init__(self, mask: TensorLike, network: Callable[[tf.Tensor], Any] | None,
                  hidden: int | None, parameters: dict[str, Any], name: str,
                  dtype: tf.DType, validate_args: bool,
-                 is_constant_jacobian: bool = False) -> None:
+                 is_constant_jacobian: bool = False,
+                 context_channels: int = 0) -> None:
         """Analyses `mask` and builds (or checks) the network.
 
         Args:
@@ -85,7 +111,15 @@ class Coupling(FlowBijector):
           dtype: float dtype of the parameters and inputs.
           validate_args: TFP's flag.
           is_constant_jacobian: True for volume-preserving couplings.
+          context_channels: channels of the ``conditional_input`` context
+            (0: not conditional).
         """
+        if (isinstance(context_channels, bool) or
+                not isinstance(context_channels, numbers.Integral) or
+                context_channels < 0):
+            raise ValueError("context_channels must be an integer >= 0, got "
+                             f"{context_channels!r}.")
+        self._context_channels = int(context_channels)
         mask = as_mask(mask)
         self._mask_np = mask
         self._event_shape_np = mask.shape
@@ -134,9 +168,23 @@ class Coupling(FlowBijector):
         """The coupling network (a Keras layer, or the callable given)."""
         return self._network
 
+    @property
+    def context_channels(self) -> int:
+        """Channels of the ``conditional_input`` context (0: not conditional)."""
+        return self._context_channels
+
+    @property
+    def context_shape(self) -> tuple[int, ...] | None:
+        """Event shape of ``conditional_input``, or None when not conditional."""
+        if not self._context_channels:
+            return None
+        return tuple(self._event_shape_np[:-1]) + (self._context_channels,)
+
     def _build_network(self, dtype):
         probe = tf.zeros((1,) + tuple(self._cond_shape), dtype=dtype)
-        out = self._call_network(probe)
+        context = (None if self.context_shape is None else
+                   tf.zeros((1,) + self.context_shape, dtype=dtype))
+        out = self._call_network(probe, context)
         for o in out:
             expected = (1,) + tuple(self._cond_shape[:-1]) + (
                 self._out_channels // self._params_per_dim,)
@@ -146,9 +194,11 @@ class Coupling(FlowBijector):
                     f"{tuple(o.shape)} per parameter; expected {expected} "
                     f"(output channels {self._out_channels} in total).")
 
-    def _call_network(self, cond):
-        """Runs the network; returns `_params_per_dim` float tensors."""
-        out = self._network(cond)
+    def _call_network(self, cond, context=None):
+        """Runs the network (on ``cond``, with ``context`` appended along the
+        last axis when given); returns `_params_per_dim` float tensors."""
+        inputs = cond if context is None else tf.concat([cond, context], axis=-1)
+        out = self._network(inputs)
         if isinstance(out, (tuple, list)):
             parts = [tf.cast(o, cond.dtype) for o in out]
         else:
@@ -186,23 +236,54 @@ class Coupling(FlowBijector):
         return tf.gather(tf.concat([cond, trans], axis=-1), self._merge_perm,
                          axis=-1)
 
-    def _params(self, cond):
-        """Network parameters for a conditioning tensor of any batch shape."""
+    def _params(self, cond, context=None):
+        """Network parameters for a conditioning tensor of any batch shape
+        (and its context, of the same batch shape)."""
         ndims = len(self._event_shape_np)
         flat, unflatten = flatten_batch(cond, ndims)
-        return [unflatten(p) for p in self._call_network(flat)]
+        if context is not None:
+            context = flatten_batch(context, ndims)[0]
+        return [unflatten(p) for p in self._call_network(flat, context)]
+
+    def _context(self, kwargs, x):
+        """The checked ``conditional_input`` of a call (None if unconditional)."""
+        context = kwargs.get("conditional_input")
+        if not self._context_channels:
+            if context is not None:
+                raise ValueError(
+                    f"{self.name} is not conditional (context_channels=0) but "
+                    "got conditional_input=.")
+            return None
+        expected = tuple(self._event_shape_np[:-1]) + (self._context_channels,)
+        if context is None:
+            raise ValueError(
+                f"{self.name} is conditional: pass conditional_input= of shape "
+                f"[*batch_shape, {', '.join(map(str, expected))}].")
+        context = tf.cast(tf.convert_to_tensor(context), x.dtype)
+        ndims = len(expected)
+        shape, x_shape = context.shape, x.shape
+        if shape.rank is not None and x_shape.rank is not None and (
+                shape.rank != x_shape.rank or
+                not shape[-ndims:].is_compatible_with(expected) or
+                not shape[:-ndims].is_compatible_with(x_shape[:-ndims])):
+            raise ValueError(
+                f"{self.name}: conditional_input has shape {shape}; expected "
+                f"[*batch_shape, {', '.join(map(str, expected))}] with the "
+                f"input's batch shape {x_shape[:-ndims]}.")
+        return context
 
     def _transform(self, x, inverse, kwargs):
         self._check_event_shape(x, self._event_shape_np)
         ndims = len(self._event_shape_np)
+        context = self._context(kwargs, x)
         if self._split:
             cond, trans = self._split_parts(x)
-            params = self._params(cond)
+            params = self._params(cond, context)
             new, log_det = self._couple(trans, params, inverse)
             y = self._merge_parts(cond, new)
             return y, self._reduce_log_det(log_det, x, ndims)
         b = tf.constant(self._mask_np, dtype=x.dtype)
-        params = self._params(x * b)
+        params = self._params(x * b, context)
         new, log_det = self._couple(x, params, inverse)
         y = b * x + (1.0 - b) * new
         if log_det is not None:
@@ -229,7 +310,10 @@ class Coupling(FlowBijector):
     # -- reversible gradients ------------------------------------------------
     @property
     def supports_reversible_step(self) -> bool:
-        """True unless a subclass replaced the transform itself."""
+        """True unless the coupling is conditional, or a subclass replaced
+        the transform itself."""
+        if self._context_channels:
+            return False
         cls = type(self)
         return all(getattr(cls, m) is getattr(Coupling, m) for m in
                    ("_transform", "_forward_and_log_det",
@@ -310,6 +394,8 @@ class AdditiveCoupling(Coupling):
         full channel count (checkerboard mode). Default: an MLP (vectors) or
         Glow's CNN (images) whose last layer starts at zero.
       hidden: hidden width of the default network.
+      context_channels: channels of a ``conditional_input`` context given
+        on every call (0: not conditional); see the module docstring.
       dtype: float dtype of the parameters and inputs.
 
     Example:
@@ -324,12 +410,14 @@ class AdditiveCoupling(Coupling):
 
     def __init__(self, mask: TensorLike,
                  network: Callable[[tf.Tensor], Any] | None = None, *,
-                 hidden: int | None = None, dtype: DTypeLike = tf.float32,
+                 hidden: int | None = None, context_channels: int = 0,
+                 dtype: DTypeLike = tf.float32,
                  validate_args: bool = False, name: str = "additive_coupling") -> None:
         parameters = dict(locals())
         super().__init__(mask, network, hidden, parameters, name,
                          tf.as_dtype(dtype), validate_args,
-                         is_constant_jacobian=True)
+                         is_constant_jacobian=True,
+                         context_channels=context_channels)
 
     def _couple(self, x, params, inverse):
         (shift,) = params
@@ -367,6 +455,8 @@ class AffineCoupling(Coupling):
         then raw scale) or a tuple ``(shift, raw_scale)``.
       scale_fn: ``'sigmoid'``, ``'exp_tanh'`` or ``'exp'``.
       hidden: hidden width of the default network.
+      context_channels: channels of a ``conditional_input`` context given
+        on every call (0: not conditional); see the module docstring.
       dtype: float dtype of the parameters and inputs.
     """
 
@@ -375,6 +465,7 @@ class AffineCoupling(Coupling):
     def __init__(self, mask: TensorLike,
                  network: Callable[[tf.Tensor], Any] | None = None, *,
                  scale_fn: str = "sigmoid", hidden: int | None = None,
+                 context_channels: int = 0,
                  dtype: DTypeLike = tf.float32, validate_args: bool = False,
                  name: str = "affine_coupling") -> None:
         parameters = dict(locals())
@@ -384,7 +475,8 @@ class AffineCoupling(Coupling):
         self._scale_fn_name = scale_fn
         self._log_scale = SCALE_FUNCTIONS[scale_fn]
         super().__init__(mask, network, hidden, parameters, name,
-                         tf.as_dtype(dtype), validate_args)
+                         tf.as_dtype(dtype), validate_args,
+                         context_channels=context_channels)
 
     @property
     def scale_fn(self) -> str:

@@ -222,6 +222,9 @@ class SplineCoupling(Coupling):
       min_bin_height: minimum bin height as a fraction of ``2B``
         (``< 1 / num_bins``).
       min_derivative: minimum derivative at the interior knots, in (0, 1).
+      context_channels: channels of a ``conditional_input`` context given
+        on every call (0: not conditional); see
+        :mod:`tfp_flows.bijectors.coupling`.
       dtype: float dtype of the parameters and inputs.
       validate_args: TFP's flag (unused).
       name: name of the bijector; the default network is ``f'{name}_net'``.
@@ -244,6 +247,7 @@ class SplineCoupling(Coupling):
                  min_bin_width: float = DEFAULT_MIN_BIN_SIZE,
                  min_bin_height: float = DEFAULT_MIN_BIN_SIZE,
                  min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+                 context_channels: int = 0,
                  dtype: DTypeLike = tf.float32, validate_args: bool = False,
                  name: str = "spline_coupling") -> None:
         parameters = dict(locals())
@@ -270,7 +274,8 @@ class SplineCoupling(Coupling):
         # Read by `Coupling` to size the network and split its output.
         self._params_per_dim = 3 * num_bins - 1
         super().__init__(mask, network, hidden, parameters, name,
-                         tf.as_dtype(dtype), validate_args)
+                         tf.as_dtype(dtype), validate_args,
+                         context_channels=context_channels)
 
     @property
     def num_bins(self) -> int:

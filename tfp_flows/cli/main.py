@@ -45,14 +45,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(least, what):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_count = _int_at_least(0, "an integer >= 0")
 
 
 def _int(text):
@@ -129,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="KEY=VALUE",
                    help="builder argument, repeatable, e.g. --model-arg "
                    "num_steps=32 --model-arg hidden_channels=512")
+    p.add_argument("--dequantization", choices=recipes.DEQUANTIZATIONS,
+                   help="uniform noise (default; the papers' bits/dim) or a "
+                   "learned noise distribution q(u|x) trained with the flow "
+                   "(Flow++); with 'variational' every bits/dim is the "
+                   "variational bound")
+    p.add_argument("--importance-samples", type=_count, metavar="K",
+                   help="also score the test split with the importance-weighted "
+                   "estimate from K noise draws (default: 0, off)")
     p.add_argument("--seed", type=_int, help="default: 0")
     p.add_argument("--temperature", type=_float(0.0, False),
                    help="temperature of samples.png (default: 0.7)")
@@ -192,7 +206,7 @@ def _warn(message):
 def _train(args):
     keys = ("model", "dataset", "epochs", "batch_size", "learning_rate",
             "warmup_steps", "n_bits", "image_size", "skip_bad_files", "seed",
-            "temperature")
+            "temperature", "dequantization", "importance_samples")
     requested = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.model_arg:
         requested["model_args"] = dict(args.model_arg)

@@ -59,7 +59,10 @@ CHECKPOINTS = "checkpoints"
 # Settings that define a run; resuming with a different value is an error.
 # (``epochs`` may change: raising it extends a finished run.)
 FIXED_KEYS = ("model", "dataset", "n_bits", "image_size", "skip_bad_files", "model_args",
-              "batch_size", "learning_rate", "warmup_steps", "seed")
+              "batch_size", "learning_rate", "warmup_steps", "seed", "dequantization")
+
+# Settings added after some runs were created: their value in those runs.
+_ADDED_KEYS = {"dequantization": "uniform"}
 
 _NAME = re.compile(r"^epoch-(\d{4,})\.json$")
 
@@ -108,8 +111,8 @@ def resolve_config(stored: Mapping[str, Any], requested: Mapping[str, Any],
       path: the run folder, for messages.
 
     Returns:
-      ``stored`` with ``epochs`` and ``data_dir`` (where the files are on
-      this machine) replaced if requested.
+      ``stored`` with ``epochs``, ``data_dir`` (where the files are on
+      this machine) and ``importance_samples`` replaced if requested.
 
     Raises:
       RunError: a setting of `FIXED_KEYS` differs from the stored one. (That
@@ -120,7 +123,7 @@ def resolve_config(stored: Mapping[str, Any], requested: Mapping[str, Any],
     for key in FIXED_KEYS:
         if key not in requested:
             continue
-        want, have = requested[key], stored.get(key)
+        want, have = requested[key], stored.get(key, _ADDED_KEYS.get(key))
         if key == "model_args":
             stored_args = have or {}
             changed = {k: v for k, v in want.items() if stored_args.get(k) != v}
@@ -134,7 +137,7 @@ def resolve_config(stored: Mapping[str, Any], requested: Mapping[str, Any],
             f"{'; '.join(diffs)}. Resume it without those options, or choose "
             "another --out.")
     config = dict(stored)
-    for key in ("epochs", "data_dir"):  # may change between invocations
+    for key in ("epochs", "data_dir", "importance_samples"):  # may change
         if key in requested:
             config[key] = requested[key]
     return config
