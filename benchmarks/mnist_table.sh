@@ -89,6 +89,7 @@ for model in "${MODELS[@]}"; do
   TF_NUM_INTRAOP_THREADS=$THREADS TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=$THREADS \
   TF_CPP_MIN_LOG_LEVEL=3 \
     "$TFP_FLOWS" train --model "$(model_of "$model")" --dataset mnist --data-dir "$DATA_DIR" \
+      --out "runs/$model-mnist" \
       --verbose 2 $(args_for "$model") >>"runs/$model-mnist.log" 2>&1 &
   pids+=($!)
   echo "started $model (pid $!): runs/$model-mnist, log runs/$model-mnist.log"
