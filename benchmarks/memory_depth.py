@@ -14,6 +14,12 @@ step (Adam) once, then run ``--steps`` more steps. Reported per run:
   (``tf.config.experimental.get_memory_info('CPU:0')`` after
   ``reset_memory_stats``): tensors only, no runtime or Python overhead.
 
+Implementations (``--impls``): ``normal``, ``reversible`` and ``tfp_glow``
+run a raw `tf.function` step with ``--optimizer``; ``flowmodel_fused`` and
+``flowmodel_keras`` train the reversible Glow through
+``FlowModel.train_on_batch`` with Keras 3's Adam, with and without the fused
+update (``FlowModel.compile(fused_adam=...)``).
+
 Step time (``--timing``) is measured in one process: the normal and the
 memory-efficient distributions share their variables, and steps of the two
 alternate; the medians and the median of per-pair ratios are reported.
@@ -72,15 +78,20 @@ def build(impl, depth, args):
     dist = tfp_flows.models.glow(IMAGE, args.levels, depth, args.hidden, seed=0)
     x = tf.constant(pixels, tf.float32)
     tfp_flows.initialize(dist, x)
-    return tfp_flows.memory_efficient(dist, impl == "reversible"), x
+    return tfp_flows.memory_efficient(dist, impl != "normal"), x
 
 
 def make_adam(kind):
     """Keras 3 Adam (element-wise update ops per variable), or the fused Adam
     of tf_keras' legacy optimizer (one ``ResourceApplyAdam`` op per variable)."""
-    if kind == "keras":
+    if kind in ("keras", "keras_fused"):
         import keras
-        return keras.optimizers.Adam(1e-4)
+
+        from tfp_flows.training.fused_adam import fuse_adam
+        opt = keras.optimizers.Adam(1e-4)
+        if kind == "keras_fused":
+            fuse_adam(opt)
+        return opt
     import tf_keras
     return tf_keras.optimizers.legacy.Adam(1e-4)
 
@@ -101,6 +112,18 @@ def train_step_fn(dist, jit, optimizer="keras"):
     return step
 
 
+def flow_model_step_fn(dist, jit, fused):
+    """`FlowModel.train_on_batch` with Keras 3's Adam, its update fused (the
+    default) or not: the path `FlowModel.fit` users get."""
+    import keras
+
+    from tfp_flows.training import FlowModel
+    model = FlowModel(dist, dequantize=False)  # the batch is continuous already
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), fused_adam=fused,
+                  jit_compile=jit)
+    return lambda x: model.train_on_batch(x, return_dict=True)["loss"]
+
+
 def worker(impl, depth, args):
     """Measures one configuration; prints one JSON line."""
     import psutil
@@ -108,7 +131,10 @@ def worker(impl, depth, args):
 
     proc = psutil.Process()
     dist, x = build(impl, depth, args)
-    step = train_step_fn(dist, args.jit, args.optimizer)
+    if impl.startswith("flowmodel"):
+        step = flow_model_step_fn(dist, args.jit, impl == "flowmodel_fused")
+    else:
+        step = train_step_fn(dist, args.jit, args.optimizer)
     t0 = time.perf_counter()
     first_loss = float(step(x))  # trace (and compile) + one step
     first_s = time.perf_counter() - t0
@@ -239,7 +265,10 @@ def main():
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--jit", action="store_true")
-    p.add_argument("--optimizer", choices=["keras", "fused"], default="keras")
+    p.add_argument("--optimizer", choices=["keras", "keras_fused", "fused"],
+                   default="keras",
+                   help="Adam of the raw train steps: Keras 3's, Keras 3's with "
+                   "tfp_flows' fused update, or tf_keras' legacy fused Adam")
     p.add_argument("--out", default="memory_depth")
     args = p.parse_args()
     if args.worker:

@@ -42,7 +42,6 @@ Results go to ``benchmarks/results/tfp_pipelines.json`` (and ``.md``).
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -57,11 +56,13 @@ import tf_keras  # noqa: E402
 
 import tfp_flows  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _results  # noqa: E402
+
 tfd, tfb = tfp.distributions, tfp.bijectors
 
 __all__ = ["main", "target", "surrogate"]
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 TARGETS = {"banana": 2, "funnel2": 2, "funnel10": 10}
 
 
@@ -242,18 +243,14 @@ def main(argv=None):
                 print(json.dumps(row), flush=True)
     result = {"command": "benchmarks/tfp_pipelines.py " + " ".join(
         argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, "
+        "machine": f"{_results.cpu_model()}, commit {_results.commit()}, "
                    f"{os.cpu_count()} CPU cores (shared), TF {tf.__version__}, "
                    f"TFP {tfp.__version__}",
         "config": vars(args), "vi": vi, "mcmc": mcmc}
     text = report(result)
     print(text)
     if not args.quick:
-        os.makedirs(RESULTS, exist_ok=True)
-        with open(os.path.join(RESULTS, "tfp_pipelines.json"), "w") as f:
-            json.dump(result, f, indent=1)
-        with open(os.path.join(RESULTS, "tfp_pipelines.md"), "w") as f:
-            f.write(text)
+        _results.write("tfp_pipelines", result, text)
     return result
 
 
