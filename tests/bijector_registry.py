@@ -132,6 +132,10 @@ ENTRIES = [
     Entry("spline_conditional_vector", lambda d: B.SplineCoupling(
         masks.channel([4]), num_bins=4, bound=2.0, hidden=8, context_channels=2,
         dtype=d), (4,), kwargs={"conditional_input": ("batch_context", (2,))}),
+    # A spline after a per-entry affine map (log-scale clamped to +-2).
+    Entry("spline_affine_vector", lambda d: B.SplineCoupling(
+        masks.checkerboard([5]), num_bins=4, bound=2.0, max_log_scale=2.0,
+        hidden=8, dtype=d), (5,)),
     Entry("affine_user_keras_network", _user_network, (4,)),
     Entry("additive_function_network", _callable_network, (4,),
           has_variables=False),

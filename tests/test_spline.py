@@ -332,8 +332,8 @@ def test_vector_flow_rejects_bad_spline_options():
         models.vector_flow(4, coupling="additive")
     with pytest.raises(ValueError, match="num_spline_bins"):
         models.vector_flow(4, coupling="spline", num_spline_bins=2.5)
-    with pytest.raises(ValueError, match="max_log_scale"):
-        models.vector_flow(4, coupling="spline", max_log_scale=3.0)
+    with pytest.raises(ValueError, match="max_log_scale must be None or a positive"):
+        models.vector_flow(4, coupling="spline", max_log_scale=-1.0)
 
 
 # ---------------------------------------------------------------------------

@@ -222,6 +222,12 @@ class SplineCoupling(Coupling):
       min_bin_height: minimum bin height as a fraction of ``2B``
         (``< 1 / num_bins``).
       min_derivative: minimum derivative at the interior knots, in (0, 1).
+      max_log_scale: if set (``c > 0``), each transformed entry is first
+        mapped by an affine ``u = x * s + t`` with ``log s = c tanh(h / c)``
+        (two more network outputs per entry, after the spline's), then by
+        the spline: the layer can scale values by up to ``e^c`` as well as
+        reshape ``[-B, B]``, which a spline alone (the identity outside)
+        cannot. None: the plain spline.
       context_channels: channels of a ``conditional_input`` context given
         on every call (0: not conditional); see
         :mod:`tfp_flows.bijectors.coupling`.
@@ -231,7 +237,7 @@ class SplineCoupling(Coupling):
 
     Raises:
       ValueError: for ``num_bins < 2``, ``bound <= 0``, minimum sizes out
-        of range, or a mask that is all 0s or all 1s.
+        of range, ``max_log_scale <= 0``, or a mask that is all 0s or all 1s.
 
     Example:
       >>> from tfp_flows import masks
@@ -247,6 +253,7 @@ class SplineCoupling(Coupling):
                  min_bin_width: float = DEFAULT_MIN_BIN_SIZE,
                  min_bin_height: float = DEFAULT_MIN_BIN_SIZE,
                  min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+                 max_log_scale: float | None = None,
                  context_channels: int = 0,
                  dtype: DTypeLike = tf.float32, validate_args: bool = False,
                  name: str = "spline_coupling") -> None:
@@ -271,8 +278,14 @@ class SplineCoupling(Coupling):
         self._min_bin_width: float = float(min_bin_width)
         self._min_bin_height: float = float(min_bin_height)
         self._min_derivative: float = float(min_derivative)
+        if max_log_scale is not None and not (
+                isinstance(max_log_scale, numbers.Real) and not isinstance(max_log_scale, bool)
+                and math.isfinite(max_log_scale) and max_log_scale > 0):
+            raise ValueError(f"max_log_scale must be None or a positive finite number, "
+                             f"got {max_log_scale!r}.")
+        self._max_log_scale = None if max_log_scale is None else float(max_log_scale)
         # Read by `Coupling` to size the network and split its output.
-        self._params_per_dim = 3 * num_bins - 1
+        self._params_per_dim = 3 * num_bins - 1 + (2 if max_log_scale is not None else 0)
         super().__init__(mask, network, hidden, parameters, name,
                          tf.as_dtype(dtype), validate_args,
                          context_channels=context_channels)
@@ -300,8 +313,20 @@ class SplineCoupling(Coupling):
 
     def _couple(self, x: tf.Tensor, params: Sequence[tf.Tensor],
                 inverse: bool) -> tuple[tf.Tensor, tf.Tensor]:
-        knots_x, knots_y, derivatives = self.spline_parameters(params)
+        spline = 3 * self._num_bins - 1
+        knots_x, knots_y, derivatives = self.spline_parameters(params[:spline])
         # The package's inverse (data -> latent) evaluates the spline g; its
         # forward (latent -> data) solves for g^-1.
-        return rational_quadratic_spline(x, knots_x, knots_y, derivatives,
-                                         self._bound, inverse=not inverse)
+        if self._max_log_scale is None:
+            return rational_quadratic_spline(x, knots_x, knots_y, derivatives,
+                                             self._bound, inverse=not inverse)
+        shift, raw = params[spline], params[spline + 1]
+        c = tf.cast(self._max_log_scale, raw.dtype)
+        log_s = c * tf.tanh(raw / c)
+        if inverse:  # data -> latent: u = x s + t, then g
+            y, log_det = rational_quadratic_spline(x * tf.exp(log_s) + shift, knots_x,
+                                                   knots_y, derivatives, self._bound)
+            return y, log_det + log_s
+        u, log_det = rational_quadratic_spline(x, knots_x, knots_y, derivatives,
+                                               self._bound, inverse=True)
+        return (u - shift) * tf.exp(-log_s), log_det - log_s

@@ -104,7 +104,9 @@ def vector_flow(event_shape: int | Shape, num_couplings: int = 4, hidden_units: 
       coupling: ``'affine'`` (the couplings above) or ``'spline'``:
         rational-quadratic neural spline couplings
         (:class:`~tfp_flows.bijectors.SplineCoupling`) with the same masks and
-        MLPs; `scale_fn` does not apply and `max_log_scale` must be None.
+        MLPs; `scale_fn` does not apply, and `max_log_scale`, if set, gives
+        each spline coupling an affine map before its spline (log-scale
+        soft-clamped to ``(-max_log_scale, max_log_scale)``).
       num_spline_bins: bins of each spline (``coupling='spline'``).
       spline_bound: B, the splines act on ``[-B, B]`` and are the identity
         outside. The default B = 3 suits roughly standardised values;
@@ -146,9 +148,6 @@ def vector_flow(event_shape: int | Shape, num_couplings: int = 4, hidden_units: 
     _common.check_coupling(coupling, ("affine", "spline"))
     num_spline_bins, spline_bound = _common.spline_options(num_spline_bins,
                                                            spline_bound)
-    if coupling == "spline" and max_log_scale is not None:
-        raise ValueError("max_log_scale clamps the affine couplings' scale; "
-                         "it does not apply to coupling='spline'.")
     dtype = _common.float_dtype(dtype)
     policy = networks.policy_for(dtype)
     layer_masks = _masks(dim, num_couplings, mask_pattern, seed)
@@ -159,12 +158,13 @@ def vector_flow(event_shape: int | Shape, num_couplings: int = 4, hidden_units: 
     for k, mask in enumerate(layer_masks):
         n_trans = int((mask == 0).sum())
         if coupling == "spline":
-            net = networks.MLP((3 * num_spline_bins - 1) * n_trans,
+            per_entry = 3 * num_spline_bins - 1 + (2 if max_log_scale is not None else 0)
+            net = networks.MLP(per_entry * n_trans,
                                int(hidden_units), int(num_hidden_layers),
                                dtype=policy, name=f"coupling{k}_net")
             bijectors.append(SplineCoupling(
                 mask, net, num_bins=num_spline_bins, bound=spline_bound,
-                dtype=dtype, name=f"coupling{k}"))
+                max_log_scale=max_log_scale, dtype=dtype, name=f"coupling{k}"))
             continue
         if max_log_scale is None:
             net = networks.MLP(2 * n_trans, int(hidden_units),
