@@ -283,7 +283,8 @@ class SplineCoupling(Coupling):
                 and math.isfinite(max_log_scale) and max_log_scale > 0):
             raise ValueError(f"max_log_scale must be None or a positive finite number, "
                              f"got {max_log_scale!r}.")
-        self._max_log_scale = None if max_log_scale is None else float(max_log_scale)
+        self._max_log_scale: float | None = (
+            None if max_log_scale is None else float(max_log_scale))
         # Read by `Coupling` to size the network and split its output.
         self._params_per_dim = 3 * num_bins - 1 + (2 if max_log_scale is not None else 0)
         super().__init__(mask, network, hidden, parameters, name,
