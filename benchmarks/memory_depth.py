@@ -47,6 +47,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _results  # noqa: E402
+
 __all__ = ["main"]
 
 IMAGE = (32, 32, 3)
@@ -291,7 +294,8 @@ def main():
         timings.append(t)
     result = {"config": {"image": IMAGE, **{k: getattr(args, k) for k in (
         "batch", "levels", "hidden", "steps", "repeats", "jit", "optimizer")}},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu_model": _results.cpu_model(), "commit": _results.commit(),
+                    "cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg_at_end": os.getloadavg()},
         "runs": runs, "timing": timings}
     os.makedirs(RESULTS, exist_ok=True)
