@@ -36,6 +36,14 @@ def _tiny_glow(**kw):
                        hidden_channels=8, seed=0, **kw)
 
 
+def _trained_model(x):
+    """A tiny Glow with a dequantiser, after one epoch on `x` (one batch)."""
+    model = FlowModel(_tiny_glow(), dequantization=_tiny_deq())
+    model.compile(optimizer="adam")
+    model.fit(x, batch_size=len(x), epochs=1, verbose=0)
+    return model
+
+
 def _tiny_deq(coupling="affine", shape=SHAPE, bins=256):
     return VariationalDequantization(shape, num_bins=bins, num_steps=2,
                                      hidden_channels=8, context_channels=4,
@@ -174,9 +182,7 @@ def test_xla_noise_flow_matches_eager():
 
 def test_save_and_load_keep_the_dequantiser(tmp_path):
     x = _images(8)
-    model = FlowModel(_tiny_glow(), dequantization=_tiny_deq())
-    model.compile(optimizer="adam")
-    model.fit(x, batch_size=8, epochs=1, verbose=0)
+    model = _trained_model(x)
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = tf.keras.models.load_model(path)
@@ -217,9 +223,7 @@ def test_bad_input_gets_clear_errors():
 
 def test_export_serves_the_variational_bound(tmp_path):
     x = _images(4)
-    model = FlowModel(_tiny_glow(), dequantization=_tiny_deq())
-    model.compile(optimizer="adam")
-    model.fit(x, batch_size=4, epochs=1, verbose=0)
+    model = _trained_model(x)
     path = str(tmp_path / "saved")
     tfp_flows.export(model, path)
     loaded = tf.saved_model.load(path)

@@ -146,7 +146,7 @@ class VariationalDequantization(keras.layers.Layer):
                        name="features_hidden"),
             SameConv2D(self.context_channels, 3, dtype=policy, name="features_out"),
         ]
-        couplings = [self._make_coupling(i) for i in range(self.num_steps)]
+        couplings = [self._make_coupling(i, mask) for i, mask in enumerate(self._masks())]
         self._couplings = couplings
         # Keras tracks the networks (their variables are trained and saved);
         # the couplings are TFP bijectors around them.
@@ -164,8 +164,7 @@ class VariationalDequantization(keras.layers.Layer):
             make = masks.checkerboard if kind == "checkerboard" else masks.channel
             yield make(list(self.event_shape), parity=i % 2)
 
-    def _make_coupling(self, i: int) -> Coupling:
-        mask = list(self._masks())[i]
+    def _make_coupling(self, i: int, mask: np.ndarray) -> Coupling:
         name = f"{self.name}_coupling_{i}"
         if self.coupling == "spline":
             return SplineCoupling(mask, num_bins=self.num_spline_bins, bound=4.0,

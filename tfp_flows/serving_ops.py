@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 from tensorflow_probability import distributions as tfd
@@ -19,6 +18,7 @@ from tensorflow_probability import distributions as tfd
 from tfp_flows import evaluation, flow_ops
 from tfp_flows.bijectors import flow_bijectors
 from tfp_flows.bijectors.chain import forward_and_log_det
+from tfp_flows.dequantization import variational_bits_per_dim
 from tfp_flows.typing import TensorLike
 
 __all__ = ["class_conditional_priors", "conditioning_kwargs", "stateless_seed",
@@ -106,10 +106,9 @@ def variational_bits_per_dim_with_seed(
     stateless RNG from `seed`; the same function runs inside the
     ``variational_bits_per_dim`` signature.
     """
-    x = tf.cast(images, dist.dtype)
-    noisy, log_q = dequantization.dequantize(x, seed=stateless_seed(seed))
-    log_p = dist.log_prob(noisy, bijector_kwargs=conditioning_kwargs(dist, labels))
-    return evaluation.bits_per_dim(log_p - log_q, float(np.prod(dist.event_shape)))
+    return variational_bits_per_dim(dist, tf.cast(images, dist.dtype), dequantization,
+                                    seed=stateless_seed(seed),
+                                    bijector_kwargs=conditioning_kwargs(dist, labels))
 
 
 def bits_per_dim_with_seed(dist: tfd.TransformedDistribution, images: TensorLike,

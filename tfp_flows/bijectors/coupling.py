@@ -254,7 +254,8 @@ class Coupling(FlowBijector):
                     f"{self.name} is not conditional (context_channels=0) but "
                     "got conditional_input=.")
             return None
-        expected = tuple(self._event_shape_np[:-1]) + (self._context_channels,)
+        expected = self.context_shape
+        assert expected is not None  # conditional
         if context is None:
             raise ValueError(
                 f"{self.name} is conditional: pass conditional_input= of shape "

@@ -244,6 +244,7 @@ def finalize(folder: runs.RunFolder, config: Mapping[str, Any], model: FlowModel
         selected = best.epoch
     test_bpd = evaluate_bits_per_dim(model, test_data, config["eval_draws"],
                                      config["seed"])
+    deq_kind = config.get("dequantization", "uniform")
     k = int(config.get("importance_samples") or 0)
     test_iw = (importance_weighted_bits_per_dim(model, test_data, k, config["seed"])
                if k else None)
@@ -278,8 +279,8 @@ def finalize(folder: runs.RunFolder, config: Mapping[str, Any], model: FlowModel
         "num_params": int(model.count_params()),
         "train_seconds": float(sum(h.get("seconds") or 0.0 for h in history)),
         "eval_draws": config["eval_draws"],
-        "dequantization": config.get("dequantization", "uniform"),
-        "bits_per_dim_is": _KINDS[config.get("dequantization", "uniform")],
+        "dequantization": deq_kind,
+        "bits_per_dim_is": _KINDS[deq_kind],
         "model": config["model"],
         "dataset": config["dataset"], "exported_epoch": epoch,
         "history": history}
@@ -287,7 +288,6 @@ def finalize(folder: runs.RunFolder, config: Mapping[str, Any], model: FlowModel
         metrics["test_importance_weighted_bits_per_dim"] = test_iw
         metrics["importance_samples"] = k
     runs.write_json(folder.file(runs.METRICS), metrics)
-    deq_kind = config.get("dequantization", "uniform")
     log(f"test bits/dim: {test_bpd:.4f} ({recipes.dataset_label(config['dataset'])}, "
         f"epoch {selected} of {epoch}, chosen on validation; mean over "
         f"{config['eval_draws']} dequantisation draws"
