@@ -13,6 +13,19 @@ the ratio of medians (tfp_flows / TFP). Protocol: benchmarks/README.md.
 meant for a GPU (``benchmarks/gpu_paper.sh``). ``--precision`` sets the Keras 3
 dtype policy (tfp_flows' networks) and the tf_keras one (TFP's networks)
 before both models are built.
+
+**The ceiling.** Beside the two flows, the training step is also timed for
+our Glow's coupling networks alone (``networks``): the same network objects,
+each fed a fixed random tensor of the shape it sees inside the flow, one
+gradient step of the same optimizer on the sum of their squared outputs --
+no flow math (no ActNorm, 1x1 convolution, coupling arithmetic, squeeze,
+priors or log-determinants). ``networks`` also backpropagates into each
+network's input, as the flow must (every coupling's input depends on
+earlier parameters); ``networks_no_dx`` skips that, a stricter bar.
+``networks_chained`` makes each network's input depend on the previous
+network's output, so they run in sequence as in a flow (unchained, TF runs
+independent networks side by side on its inter-op threads). Our training
+step is reported as a fraction of each.
 """
 
 import argparse
@@ -29,8 +42,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 from _peers import num_params, ours_glow, tfp_glow  # noqa: E402
+from _results import commit, cpu_model  # noqa: E402
 
 import tfp_flows  # noqa: E402
+from tfp_flows.bijectors.coupling import Coupling  # noqa: E402
+from tfp_flows.training.fused_adam import fuse_adam  # noqa: E402
 
 CONFIGS = {
     "small": dict(shape=(8, 8, 1), levels=2, steps=8, hidden=128, batch=64),
@@ -47,10 +63,22 @@ def set_precision(policy):
     tf_keras.mixed_precision.set_global_policy(policy)
 
 
-def make_ops(dist, batch, jit, init_data=None):
+def make_optimizer(kind):
+    """Adam at 1e-4: ``tf_keras`` (TFP's Keras), ``keras`` (Keras 3) or
+    ``fused`` (Keras 3 with tfp_flows' fused update, FlowModel's default)."""
+    if kind == "tf_keras":
+        return tf_keras.optimizers.Adam(1e-4)
+    import keras
+    opt = keras.optimizers.Adam(1e-4)
+    if kind == "fused":
+        fuse_adam(opt)
+    return opt
+
+
+def make_ops(dist, batch, jit, optimizer="tf_keras"):
     """tf.functions for one training step, log_prob and sampling."""
     variables = dist.trainable_variables
-    opt = tf_keras.optimizers.Adam(1e-4)
+    opt = make_optimizer(optimizer)
 
     def train(x):
         with tf.GradientTape() as tape:
@@ -72,6 +100,70 @@ def make_ops(dist, batch, jit, init_data=None):
     }
 
 
+def coupling_network_calls(dist, x):
+    """``(network, input shape)`` of every coupling-network call that
+    ``dist.log_prob(x)`` makes, in order (recorded on one eager call)."""
+    calls = []
+    original = Coupling._call_network
+
+    def record(self, cond, context=None):
+        inputs = cond if context is None else tf.concat([cond, context], -1)
+        calls.append((self.network, tuple(inputs.shape[1:])))
+        return original(self, cond, context)
+
+    Coupling._call_network = record
+    try:
+        dist.log_prob(x)
+    finally:
+        Coupling._call_network = original
+    return calls
+
+
+def make_ceiling(calls, batch, jit, optimizer="tf_keras", input_grads=True, chained=False):
+    """A training step of the coupling networks alone: each network on a fixed
+    random input of its in-flow shape; the loss sums the mean squared
+    outputs (values do not matter: dense convolutions cost the same for any
+    numbers). With ``input_grads`` the gradient also reaches every input.
+
+    With ``chained``, network k's input also depends on network k-1's output
+    (through ``+ link * mean(previous output)``, ``link`` a zero-valued
+    variable the graph optimiser cannot fold), so the networks run one after
+    the other, forward and backward, as they do inside a flow; unchained,
+    TensorFlow runs independent networks side by side on its inter-op
+    threads, which no sequential flow can do.
+    """
+    rng = np.random.default_rng(1)
+    inputs = [tf.constant(rng.standard_normal((batch,) + shape), tf.float32)
+              for _, shape in calls]
+    link = tf.Variable(0.0, trainable=False)
+    variables, seen = [], set()
+    for net, _ in calls:
+        for v in net.trainable_variables:
+            if id(v) not in seen:
+                seen.add(id(v))
+                variables.append(v)
+    opt = make_optimizer(optimizer)
+
+    def train():
+        with tf.GradientTape() as tape:
+            if input_grads:
+                tape.watch(inputs)
+            losses, previous = [], None
+            for (net, _), x in zip(calls, inputs):
+                if chained and previous is not None:
+                    x = x + link * tf.reduce_mean(previous)
+                previous = tf.cast(net(x), tf.float32)
+                losses.append(tf.reduce_mean(tf.square(previous)))
+            loss = tf.add_n(losses)
+        grads = tape.gradient(loss, variables + (inputs if input_grads else []))
+        opt.apply_gradients(zip(grads[:len(variables)], variables))
+        # the input gradients are outputs, so the graph keeps them
+        return loss if not input_grads else loss + tf.add_n(
+            [tf.reduce_sum(g[:1, :1, :1, :1]) for g in grads[len(variables):]])
+
+    return tf.function(train, jit_compile=jit)
+
+
 def timed(fn, x, iters):
     args = () if x is None else (x,)
     start = time.perf_counter()
@@ -81,7 +173,8 @@ def timed(fn, x, iters):
     return time.perf_counter() - start
 
 
-def run(config, ops, jit_modes, rounds, iters, precision="float32", save=None):
+def run(config, ops, jit_modes, rounds, iters, precision="float32", save=None,
+        optimizer="tf_keras", ceiling=True):
     set_precision(precision)
     cfg = CONFIGS[config]
     shape, batch = cfg["shape"], cfg["batch"]
@@ -102,46 +195,86 @@ def run(config, ops, jit_modes, rounds, iters, precision="float32", save=None):
         tfp_precision = "float32"
         theirs = tfp_glow(shape, cfg["levels"], cfg["steps"], cfg["hidden"])
     x_theirs = x_pix / 256.0  # TFP's Glow has no preprocessing: feed [0, 1)
-    result = {"config": config, "precision": precision,
+    calls = coupling_network_calls(ours, x_pix) if ceiling else []
+    result = {"config": config, "precision": precision, "optimizer": optimizer,
               "tfp_precision": tfp_precision, **{k: list(v) if isinstance(v, tuple) else v
                                    for k, v in cfg.items()},
               "params_tfp_flows": num_params(ours), "params_tfp": num_params(theirs),
-              "timings": {}}
-    print(f"== {config} ({precision}): {shape}, L={cfg['levels']} K={cfg['steps']} "
-          f"hidden={cfg['hidden']} batch={batch}; params tfp_flows "
+              "coupling_network_calls": len(calls),
+              "rounds": rounds, "iters": iters, "timings": {}}
+    print(f"== {config} ({precision}, {optimizer} Adam): {shape}, L={cfg['levels']} "
+          f"K={cfg['steps']} hidden={cfg['hidden']} batch={batch}; params tfp_flows "
           f"{result['params_tfp_flows']:,} vs TFP {result['params_tfp']:,}", flush=True)
     for jit in jit_modes:
-        ops_a = make_ops(ours, batch, jit)
-        ops_b = make_ops(theirs, batch, jit)
+        ops_a = make_ops(ours, batch, jit, optimizer)
+        ops_b = make_ops(theirs, batch, jit, optimizer)
         for op in ops:
             xa = None if op == "sample" else x_pix
             xb = None if op == "sample" else x_theirs
+            contenders = {"tfp_flows": (ops_a[op], xa), "tfp": (ops_b[op], xb)}
+            if op == "train" and calls:
+                contenders["networks"] = (make_ceiling(calls, batch, jit, optimizer), None)
+                contenders["networks_no_dx"] = (
+                    make_ceiling(calls, batch, jit, optimizer, input_grads=False), None)
+                contenders["networks_chained"] = (
+                    make_ceiling(calls, batch, jit, optimizer, chained=True), None)
+            key = f"{op}/jit={jit}"
             try:
                 for _ in range(2):  # trace + warm up
-                    timed(ops_a[op], xa, 1)
-                    timed(ops_b[op], xb, 1)
+                    for fn, x in contenders.values():
+                        timed(fn, x, 1)
             except Exception as e:  # noqa: BLE001 - report and move on
                 print(f"  {op:8s} jit={jit}: failed: {type(e).__name__}: "
                       f"{str(e).splitlines()[0][:120]}", flush=True)
-                result["timings"][f"{op}/jit={jit}"] = {"error": str(e)[:300]}
+                result["timings"][key] = {"error": str(e)[:300]}
                 if save:
                     save(result)
                 continue
-            ta, tb = [], []
-            for _ in range(rounds):
-                ta.append(batch * iters / timed(ops_a[op], xa, iters))
-                tb.append(batch * iters / timed(ops_b[op], xb, iters))
-            ma, mb = statistics.median(ta), statistics.median(tb)
-            ratio = statistics.median(a / b for a, b in zip(ta, tb))
-            result["timings"][f"{op}/jit={jit}"] = {
-                "tfp_flows_img_s": ma, "tfp_img_s": mb, "ratio": ratio,
-                "ratio_of_medians": ma / mb}
-            print(f"  {op:8s} jit={str(jit):5s}  tfp_flows {ma:9.1f} img/s   "
-                  f"TFP {mb:9.1f} img/s   ratio {ratio:5.2f}x", flush=True)
+            rates = {name: [] for name in contenders}
+            for _ in range(rounds):  # alternating: A, B, (C, D), A, B, ...
+                for name, (fn, x) in contenders.items():
+                    rates[name].append(batch * iters / timed(fn, x, iters))
+            result["timings"][key] = entry = summarize(rates)
+            line = (f"  {op:8s} jit={str(jit):5s}  tfp_flows {entry['tfp_flows_img_s']:8.1f} "
+                    f"img/s  TFP {entry['tfp_img_s']:8.1f}  ratio {entry['ratio']:5.2f}x "
+                    f"[{entry['ratio_min']:.2f}, {entry['ratio_max']:.2f}]")
+            if "networks" in rates:
+                line += (f"  | networks {entry['networks_img_s']:8.1f} img/s: "
+                         f"{entry['fraction_of_networks']:.1%} "
+                         f"[{entry['fraction_of_networks_min']:.1%}, "
+                         f"{entry['fraction_of_networks_max']:.1%}]; no dx "
+                         f"{entry['networks_no_dx_img_s']:8.1f}: "
+                         f"{entry['fraction_of_networks_no_dx']:.1%}; chained "
+                         f"{entry['networks_chained_img_s']:8.1f}: "
+                         f"{entry['fraction_of_networks_chained']:.1%} "
+                         f"[{entry['fraction_of_networks_chained_min']:.1%}, "
+                         f"{entry['fraction_of_networks_chained_max']:.1%}]")
+            print(line, flush=True)
             if save:
                 save(result)
     set_precision("float32")
     return result
+
+
+def summarize(rates):
+    """Medians per contender, and per-round ratios against tfp_flows (median,
+    min, max): ``ratio`` = tfp_flows / TFP, ``fraction_of_<ceiling>`` =
+    tfp_flows / ceiling."""
+    ours = rates["tfp_flows"]
+    entry = {f"{name}_img_s": statistics.median(r) for name, r in rates.items()}
+    entry["rounds_img_s"] = rates
+
+    def per_round(name, key):
+        r = [a / b for a, b in zip(ours, rates[name])]
+        entry[key] = statistics.median(r)
+        entry[f"{key}_min"], entry[f"{key}_max"] = min(r), max(r)
+
+    per_round("tfp", "ratio")
+    entry["ratio_of_medians"] = entry["tfp_flows_img_s"] / entry["tfp_img_s"]
+    for name in rates:
+        if name.startswith("networks"):
+            per_round(name, f"fraction_of_{name}")
+    return entry
 
 
 def main(argv=None):
@@ -154,13 +287,22 @@ def main(argv=None):
     p.add_argument("--precision", default="float32",
                    help="comma-separated dtype policies, e.g. "
                         "float32,mixed_float16")
+    p.add_argument("--optimizer", default="tf_keras", choices=["tf_keras", "keras", "fused"],
+                   help="Adam on every side: TFP's tf_keras, Keras 3, or Keras 3 "
+                        "with tfp_flows' fused update (FlowModel's default)")
+    p.add_argument("--no-ceiling", action="store_true",
+                   help="skip timing the coupling networks alone")
     p.add_argument("--out", default=None,
                    help="write results as JSON here (after every measurement)")
     args = p.parse_args(argv)
     jit_modes = [s.strip().lower() == "true" for s in args.jit.split(",")]
     info = {"tensorflow": tf.__version__, "devices": [d.name for d in
                                                       tf.config.list_logical_devices()],
-            "cpu_count": os.cpu_count(), "results": []}
+            "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "commit": commit(),
+            "threads": {k: os.environ.get(k) for k in
+                        ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+                         "OMP_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS")},
+            "results": []}
 
     def save(partial=None):
         if not args.out:
@@ -172,7 +314,8 @@ def main(argv=None):
     for precision in args.precision.split(","):
         for c in args.config.split(","):
             info["results"].append(run(c, args.ops.split(","), jit_modes,
-                                       args.rounds, args.iters, precision, save))
+                                       args.rounds, args.iters, precision, save,
+                                       args.optimizer, not args.no_ceiling))
             save()
     return info
 

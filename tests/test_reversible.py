@@ -130,8 +130,9 @@ def test_gradient_graph_does_not_copy_repeated_blocks():
     normal = (counts[4][0][0] - counts[2][0][0]) / steps_added
     lean = (counts[4][1][0] - counts[2][1][0]) / steps_added
     assert counts[4][1][1] - counts[2][1][1] == 2 * steps_added  # fwd + bwd
-    # Measured: ~550 ops per step on the normal path, ~45 here.
-    assert lean < 100 < 300 < normal, (lean, normal)
+    # Measured: ~300 ops per step on the normal path (~550 before ActNorm
+    # and the 1x1 convolution ran as one map), ~45 here.
+    assert lean < 100 and normal > 4 * lean, (lean, normal)
 
 
 def test_builders_flag_sets_every_chain():

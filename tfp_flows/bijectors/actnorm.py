@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfp_flows.bijectors.base import FlowBijector, ParameterLayer
+from tfp_flows.bijectors.base import FlowBijector, ParameterLayer, per_position_log_det
 from tfp_flows.typing import DTypeLike, TensorLike
 
 __all__ = ["ActNorm"]
@@ -191,12 +191,8 @@ class ActNorm(FlowBijector):
                 f"{tuple(x.shape)}), expected {self._num_channels}.")
 
     def _log_det(self, x, sign):
-        ndims = self.forward_min_event_ndims
-        shape = tf.shape(x)
-        rank = tf.rank(x)
-        positions = tf.cast(tf.reduce_prod(shape[rank - ndims:rank - 1]), x.dtype)
-        value = sign * positions * tf.reduce_sum(self._log_scale_var)
-        return tf.broadcast_to(value, shape[:rank - ndims])
+        return per_position_log_det(x, self.forward_min_event_ndims,
+                                    sign * tf.reduce_sum(self._log_scale_var))
 
     def _forward_and_log_det(self, x, **kwargs):
         self._check_channels(x)

@@ -277,6 +277,16 @@ def flatten_batch(
     return x_flat, unflatten
 
 
+def per_position_log_det(x: tf.Tensor, event_ndims: int, value: TensorLike) -> tf.Tensor:
+    """``P * value`` with the batch shape of `x`, for a layer that applies the
+    same map at each of the ``P`` positions of its ``[..., C]`` events (``P``
+    = the product of the event axes but the last; 1 for vectors)."""
+    shape = tf.shape(x)
+    rank = tf.rank(x)
+    positions = tf.cast(tf.reduce_prod(shape[rank - event_ndims:rank - 1]), x.dtype)
+    return tf.broadcast_to(positions * value, shape[:rank - event_ndims])
+
+
 def sum_event(t: tf.Tensor, event_ndims: int) -> tf.Tensor:
     """Sums the last `event_ndims` axes of `t`."""
     if event_ndims == 0:

@@ -9,6 +9,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
+from tfp_flows.bijectors import fused
 from tfp_flows.bijectors.base import FlowBijector, sum_event
 from tfp_flows.description import FlowDescription
 from tfp_flows.typing import BijectorKwargs, Shape, TensorLike
@@ -212,23 +213,35 @@ class FlowChain(FlowBijector):
         time, with conditioning routed by name. This is the ordinary pass
         whose activations backpropagation stores; subclasses that change how
         gradients are computed (`ReversibleChain`) use it as their plain
-        pass."""
-        ndims = self.inverse_min_event_ndims
-        total = None
-        for b in self._bijectors:
-            y, ldj = single_pass(b, y, ndims, "inverse", route_kwargs(b, kwargs))
-            ndims = b.inverse_event_ndims(ndims)
-            total = ldj if total is None else total + ldj
-        return y, total
+        pass. An `ActNorm` followed by an `InvertibleConv1x1` runs as one
+        affine map (`tfp_flows.bijectors.fused`)."""
+        return self._walk(list(self._bijectors), y, self.inverse_min_event_ndims,
+                          "inverse", kwargs)
 
     def walk_forward(self, x: tf.Tensor, /, **kwargs: Any) -> tuple[tf.Tensor, tf.Tensor]:
         """``(x, fldj)``: the chain's forward (latent -> data) pass, one child
         at a time; see `walk_inverse`."""
-        ndims = self.forward_min_event_ndims
+        return self._walk(list(reversed(self._bijectors)), x,
+                          self.forward_min_event_ndims, "forward", kwargs)
+
+    @staticmethod
+    def _walk(order, x, ndims, direction, kwargs):
         total = None
-        for b in reversed(self._bijectors):
-            x, ldj = single_pass(b, x, ndims, "forward", route_kwargs(b, kwargs))
-            ndims = b.forward_event_ndims(ndims)
+        i = 0
+        while i < len(order):
+            b = order[i]
+            # the pair as (actnorm, conv): data side first
+            pair = order[i:i + 2] if direction == "inverse" else order[i:i + 2][::-1]
+            if len(pair) == 2 and fused.fusable(
+                    pair[0], pair[1], ndims,
+                    (route_kwargs(pair[0], kwargs), route_kwargs(pair[1], kwargs))):
+                x, ldj = fused.actnorm_conv1x1(pair[0], pair[1], x, direction)
+                i += 2
+            else:
+                x, ldj = single_pass(b, x, ndims, direction, route_kwargs(b, kwargs))
+                ndims = (b.inverse_event_ndims(ndims) if direction == "inverse"
+                         else b.forward_event_ndims(ndims))
+                i += 1
             total = ldj if total is None else total + ldj
         return x, total
 

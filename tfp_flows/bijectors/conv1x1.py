@@ -8,7 +8,7 @@ import numpy as np
 import scipy.linalg
 import tensorflow as tf
 
-from tfp_flows.bijectors.base import FlowBijector, ParameterLayer
+from tfp_flows.bijectors.base import FlowBijector, ParameterLayer, per_position_log_det
 from tfp_flows.typing import DTypeLike
 
 __all__ = ["InvertibleConv1x1", "random_rotation"]
@@ -152,12 +152,8 @@ class InvertibleConv1x1(FlowBijector):
         return tf.reshape(out, shape)
 
     def _log_det(self, x, sign):
-        ndims = self.forward_min_event_ndims
-        shape = tf.shape(x)
-        rank = tf.rank(x)
-        positions = tf.cast(tf.reduce_prod(shape[rank - ndims:rank - 1]), x.dtype)
-        return tf.broadcast_to(sign * positions * self._log_abs_det(),
-                               shape[:rank - ndims])
+        return per_position_log_det(x, self.forward_min_event_ndims,
+                                    sign * self._log_abs_det())
 
     def _forward_and_log_det(self, x, **kwargs):
         self._check(x)
