@@ -158,10 +158,19 @@ def _tfp_glow():
     return tfd.TransformedDistribution(base, pixels, name="tfp_glow")
 
 
-def build(name, seed=0, overrides=None):
+def build(name, seed=0, overrides=None, precision="float32"):
     """The model `name` as a :class:`Model` (`overrides`: builder keywords
-    that replace the defaults of ``CONFIGS``)."""
+    that replace the defaults of ``CONFIGS``; `precision`: the Keras dtype
+    policy its networks are built under)."""
     keras.utils.set_random_seed(seed)
+    if precision != "float32":
+        if name == "tfp_glow":
+            raise ValueError("tfp_glow is timed in float32 only.")
+        keras.config.set_dtype_policy(precision)
+        try:
+            return build(name, seed, overrides)
+        finally:
+            keras.config.set_dtype_policy("float32")
     if name == "tfp_glow":
         if overrides:
             raise ValueError("tfp_glow takes no --set overrides.")
@@ -361,10 +370,11 @@ def sample_rate(model, n=1000, repeats=3):
     return n / float(np.median(times))
 
 
-def recipe_key(name, warmup, overrides=None):
+def recipe_key(name, warmup, overrides=None, precision="float32"):
     """Result key: the model name, plus the recipe if not the default."""
     parts = [name] + [f"{k}={v}" for k, v in sorted((overrides or {}).items())]
-    return " ".join(parts + ([f"warmup={warmup}"] if warmup else []))
+    parts += [f"warmup={warmup}"] if warmup else []
+    return " ".join(parts + ([f"precision={precision}"] if precision != "float32" else []))
 
 
 def _grid_json(grid):
@@ -386,20 +396,22 @@ def _summary(entry):
     return entry
 
 
-def run(name, seeds, warmup=0, overrides=None, steps=STEPS, on_seed=None):
+def run(name, seeds, warmup=0, overrides=None, steps=STEPS, on_seed=None,
+        precision="float32"):
     """Trains `name` once per seed, selects on seed 0, tests the choice."""
     if not seeds or seeds[0] != 0:
         raise ValueError("seed 0 makes the choice: the seeds must start with 0.")
     train_x, val_x, test_x = load_split()
     entry = {"model": name, "warmup": warmup, "steps": steps, "lr": LR,
              "batch": BATCH, "eval_every": EVAL_EVERY, "seeds": list(seeds),
+             "precision": precision,
              "selection_seed": 0, "per_seed": [],
              "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
              "tfp_flows_source_sha256": source_digest(), **_git_state()}
     choice = None
     for seed in seeds:
-        model = build(name, seed, overrides)
-        print(f"{recipe_key(name, warmup, overrides)} seed {seed}", flush=True)
+        model = build(name, seed, overrides, precision)
+        print(f"{recipe_key(name, warmup, overrides, precision)} seed {seed}", flush=True)
         t = train(model, train_x, val_x, steps=steps, seed=seed, warmup=warmup,
                   keep="all" if choice is None else choice)
         # after training: TFP creates tfb.Glow's variables on first use
@@ -603,6 +615,9 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="builder keyword overriding the model's default "
                         "configuration (Python literal), e.g. coupling='additive'")
+    p.add_argument("--precision", default="float32",
+                   help="Keras dtype policy of the networks, e.g. mixed_bfloat16 "
+                        "(log-dets and priors stay float32)")
     p.add_argument("--out", default=os.path.join(RESULTS, "digits_density"))
     args = p.parse_args(argv)
     overrides = {}
@@ -626,14 +641,14 @@ def main(argv=None):
         results = {"protocol": PROTOCOL}  # older (test-tuned) figures dropped
     results["environment"] = environment()
     for name in names:
-        key = recipe_key(name, args.warmup, overrides)
+        key = recipe_key(name, args.warmup, overrides, args.precision)
 
         def save(entry, key=key):
             results.setdefault("runs", {})[key] = entry
             write(results, path_json, path_md)
 
         run(name, seeds, warmup=args.warmup, overrides=overrides,
-            steps=args.steps, on_seed=save)
+            steps=args.steps, on_seed=save, precision=args.precision)
     return results
 
 

@@ -6,7 +6,8 @@
 #
 #   benchmarks/mnist_table.sh DATA_DIR [MODEL...]     # default: glow real_nvp
 #   (MODEL: glow, real_nvp, nice, or deq_uniform / deq_variational, the
-#   small-Glow pair that measures variational dequantisation)
+#   small-Glow pair that measures variational dequantisation; with _s1,
+#   _s2, ... the same pair with another training seed)
 #   benchmarks/mnist_table.sh --snapshot [MODEL...]    # save the runs' state
 #
 # Run folders (runs/, not tracked by git) do not survive a fresh checkout:
@@ -70,8 +71,12 @@ args_for() {
     # (2 levels x 4 steps x 64 channels), the same 10 epochs (7,810 steps),
     # with uniform noise and with a learned q(u|x); both also scored with
     # the importance-weighted estimate from 16 draws.
-    deq_uniform|deq_variational)
-      echo "$COMMON --epochs 10 --model-arg num_levels=2 --model-arg num_steps=4 --model-arg hidden_channels=64 --importance-samples 16 --dequantization ${1#deq_}" ;;
+    # deq_<kind>_s<N>: the same run with training seed N (the spread
+    # between seeds; the unsuffixed runs are seed 0).
+    deq_uniform|deq_variational|deq_uniform_s[0-9]*|deq_variational_s[0-9]*)
+      local kind=${1#deq_} seed=0
+      if [[ $kind == *_s* ]]; then seed=${kind##*_s}; kind=${kind%_s*}; fi
+      echo "$COMMON --epochs 10 --model-arg num_levels=2 --model-arg num_steps=4 --model-arg hidden_channels=64 --importance-samples 16 --dequantization $kind --seed $seed" ;;
     *) echo "unknown model $1" >&2; exit 2 ;;
   esac
 }

@@ -41,18 +41,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
+from _configs import CONFIGS  # noqa: E402
 from _peers import num_params, ours_glow, tfp_glow  # noqa: E402
 from _results import commit, cpu_model  # noqa: E402
 
 import tfp_flows  # noqa: E402
 from tfp_flows.bijectors.coupling import Coupling  # noqa: E402
 from tfp_flows.training.fused_adam import fuse_adam  # noqa: E402
-
-CONFIGS = {
-    "small": dict(shape=(8, 8, 1), levels=2, steps=8, hidden=128, batch=64),
-    "cifar": dict(shape=(32, 32, 3), levels=3, steps=8, hidden=128, batch=32),
-    "paper": dict(shape=(32, 32, 3), levels=3, steps=32, hidden=512, batch=64),
-}
 
 
 def set_precision(policy):
