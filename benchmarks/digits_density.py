@@ -332,7 +332,7 @@ def select(grid):
     return kind, n
 
 
-def evaluate(model, test_x, draws=TEST_DRAWS, seed=TEST_SEED):
+def evaluate(model, test_x, draws=TEST_DRAWS, seed=TEST_SEED, atol=1e-3, rtol=0.0):
     """Test bits/dim (17-level units), mean over `draws` dequantisations.
 
     Each draw also checks the protocol formula against the library's
@@ -348,8 +348,11 @@ def evaluate(model, test_x, draws=TEST_DRAWS, seed=TEST_SEED):
         own = tfp_flows.bits_per_dim(model.dist, model.pixel_scale * y,
                                      dequantize=False).numpy()
         # float32, graph vs eager kernels: log-det sums of ~1e3 nats round to
-        # ~1e-3 nats, i.e. ~3e-5 bits/dim; allow 30x that.
-        np.testing.assert_allclose(bits, own + shift, atol=1e-3)
+        # ~1e-3 nats, i.e. ~3e-5 bits/dim; allow 30x that. (bfloat16
+        # networks: graph and eager kernels round differently, by up to
+        # 0.6% of an image's figure measured; the caller passes wider
+        # tolerances.)
+        np.testing.assert_allclose(bits, own + shift, atol=atol, rtol=rtol)
         per_draw.append(float(np.mean(bits)))
     return {"test_bits_per_dim": float(np.mean(per_draw)),
             "test_bits_per_dim_draw_std": float(np.std(per_draw)),
@@ -430,7 +433,11 @@ def run(name, seeds, warmup=0, overrides=None, steps=STEPS, on_seed=None,
                   f"({entry['chosen']['validation_bits_per_dim']:.4f})", flush=True)
         _assign(model.variables, t["snapshots"][choice])
         r["chosen_validation_bits_per_dim"] = t["grid"][choice[0]][choice[1]]
-        r.update(evaluate(model, test_x))
+        # bfloat16: per-image figures of two runs of the same model differ
+        # by rounding: up to 0.016 bits/dim on typical images and 0.56% of
+        # an outlier's 11 bits/dim (bfloat16 keeps 8 bits: 0.4% relative)
+        r.update(evaluate(model, test_x) if precision == "float32" else
+                 evaluate(model, test_x, atol=0.05, rtol=0.02))
         r["sample_img_per_s"] = sample_rate(model)
         print(f"  test bits/dim {r['test_bits_per_dim']:.4f} (+- "
               f"{r['test_bits_per_dim_draw_std']:.4f} over draws), "

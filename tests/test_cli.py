@@ -9,11 +9,14 @@ import os
 import shutil
 import socket
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
-from tfp_flows import cli, data
+from tfp_flows import cli, data, networks
+from tfp_flows.bijectors import keras_layers
 from tfp_flows.cli import recipes, runs
 
 TINY = ["--epochs", "1", "--batch-size", "32", "--verbose", "0",
@@ -162,6 +165,7 @@ def test_interpolate_strip_starts_and_ends_at_the_images(run_dir, tmp_path):
     (["sample"], "the following arguments are required: dir"),
     (["sample", "x", "--temperature", "-1"], "expected a number >= 0"),
     (["train", "--dequantization", "learned"], "invalid choice: 'learned'"),
+    (["train", "--precision", "float16"], "invalid choice: 'float16'"),
     (["train", "--importance-samples", "-2"], "expected an integer >= 0"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(capsys, argv, match):
@@ -208,6 +212,33 @@ def test_train_with_variational_dequantization(tmp_path, capsys):
     # and it cannot be switched off on resume
     _one_line_error(capsys, ["train", "--out", out, "--dequantization", "uniform"],
                     1, "dequantization='variational' (asked 'uniform')")
+
+
+def test_train_in_mixed_bfloat16_then_resume_in_float32(tmp_path):
+    """--precision mixed_bfloat16 builds the coupling networks in bfloat16
+    (variables stay float32, so the checkpoint is the same) and may change
+    on resume."""
+    out = str(tmp_path / "bf16")
+    assert cli.main(["train", "--out", out, "--precision", "mixed_bfloat16"] + TINY) == 0
+    assert keras.config.dtype_policy().name == "float32"  # restored after the build
+    config = runs.read_json(os.path.join(out, runs.CONFIG))
+    assert config["precision"] == "mixed_bfloat16"
+    metrics = runs.read_json(os.path.join(out, runs.METRICS))
+    # as for float32 above: better than the uniform model's log2(17) bits
+    assert 1.0 < metrics["test_bits_per_dim"] < np.log2(17)
+    _, _, model, _ = cli.trainer.open_run(out)
+    nets = [layer for layer in keras_layers(model.distribution)
+            if isinstance(layer, networks.GlowCNN)]
+    assert nets and {n.compute_dtype for n in nets} == {"bfloat16"}
+    assert {v.dtype for v in model.distribution.trainable_variables} == {tf.float32}
+    assert cli.main(["train", "--out", out, "--epochs", "2", "--precision", "float32",
+                     "--verbose", "0"]) == 0
+    config = runs.read_json(os.path.join(out, runs.CONFIG))
+    assert config["precision"] == "float32"
+    _, _, model, checkpoint = cli.trainer.open_run(out)
+    assert checkpoint.epoch == 2
+    assert {n.compute_dtype for n in keras_layers(model.distribution)
+            if isinstance(n, networks.GlowCNN)} == {"float32"}
 
 
 def test_default_run_folder_is_model_and_dataset(tmp_path):

@@ -143,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--importance-samples", type=_count, metavar="K",
                    help="also score the test split with the importance-weighted "
                    "estimate from K noise draws (default: 0, off)")
+    p.add_argument("--precision", choices=recipes.PRECISIONS,
+                   help="dtype policy of the coupling networks (default: "
+                   "float32); mixed_bfloat16 computes them in bfloat16 (fast "
+                   "on CPUs with AMX and on TPUs/GPUs with bfloat16), with "
+                   "float32 variables, log-dets and priors; may change on resume")
     p.add_argument("--seed", type=_int, help="default: 0")
     p.add_argument("--temperature", type=_float(0.0, False),
                    help="temperature of samples.png (default: 0.7)")
@@ -206,7 +211,7 @@ def _warn(message):
 def _train(args):
     keys = ("model", "dataset", "epochs", "batch_size", "learning_rate",
             "warmup_steps", "n_bits", "image_size", "skip_bad_files", "seed",
-            "temperature", "dequantization", "importance_samples")
+            "temperature", "dequantization", "importance_samples", "precision")
     requested = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.model_arg:
         requested["model_args"] = dict(args.model_arg)

@@ -26,15 +26,24 @@ from tfp_flows import data, models
 from tfp_flows.dequantization import VariationalDequantization
 from tfp_flows.training import FlowModel
 
-__all__ = ["DEFAULTS", "DEQUANTIZATIONS", "MODELS", "dataset_label", "default_run_folder",
-           "model_args_for", "new_config", "build_model", "datasets", "EVAL_BATCH"]
+__all__ = ["DEFAULTS", "DEQUANTIZATIONS", "MODELS", "PRECISIONS", "dataset_label",
+           "default_run_folder", "model_args_for", "new_config", "build_model", "datasets",
+           "EVAL_BATCH"]
 
 MODELS = ("glow", "real_nvp", "nice")
 
 DEFAULTS: dict[str, Any] = dict(model="glow", dataset="digits", n_bits=8, image_size=None,
                 data_dir=None, skip_bad_files=False, batch_size=64, learning_rate=1e-3,
                 warmup_steps=100, seed=0, temperature=0.7, eval_draws=3,
-                keep_checkpoints=3, dequantization="uniform", importance_samples=0)
+                keep_checkpoints=3, dequantization="uniform", importance_samples=0,
+                precision="float32")
+
+#: ``--precision``: the Keras dtype policy the coupling networks are built
+#: under. ``mixed_bfloat16`` runs them in bfloat16 (AMX on recent Intel
+#: Xeons); variables, log-determinants and priors stay float32, so
+#: checkpoints are the same either way and a run may switch on resume.
+#: Measured: docs/performance.md.
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 #: ``--dequantization``: uniform noise (the papers' convention) or a learned
 #: q(u | x) (:class:`tfp_flows.dequantization.VariationalDequantization`).
@@ -157,6 +166,9 @@ def new_config(requested: Mapping[str, Any]) -> dict[str, Any]:
     if config["dequantization"] not in DEQUANTIZATIONS:
         raise ValueError(f"dequantization must be one of {', '.join(DEQUANTIZATIONS)}"
                          f", got {config['dequantization']!r}.")
+    if config["precision"] not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                         f"{config['precision']!r}.")
     info = _dataset_info(config)
     config["epochs"] = requested.get("epochs", _EPOCHS.get(info.name, 10))
     args = model_args_for(config["model"], info, requested.get("model_args"))
@@ -173,10 +185,16 @@ def new_config(requested: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_model(config: Mapping[str, Any]) -> FlowModel:
-    """A compiled :class:`FlowModel` for a run config (fresh weights); with
+    """A compiled :class:`FlowModel` for a run config (fresh weights), its
+    networks built under the config's ``precision`` policy; with
     ``dequantization='variational'`` it trains a learned q(u | x) too."""
     keras.utils.set_random_seed(config["seed"])
-    dist = models.from_config(config["model_config"])
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(config.get("precision", "float32"))
+    try:
+        dist = models.from_config(config["model_config"])
+    finally:
+        keras.config.set_dtype_policy(previous)
     deq = None
     if config.get("dequantization", "uniform") == "variational":
         bins = tfp_flows.flow_ops.num_bins(dist)

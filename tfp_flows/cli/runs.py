@@ -112,7 +112,8 @@ def resolve_config(stored: Mapping[str, Any], requested: Mapping[str, Any],
 
     Returns:
       ``stored`` with ``epochs``, ``data_dir`` (where the files are on
-      this machine) and ``importance_samples`` replaced if requested.
+      this machine), ``importance_samples`` and ``precision`` replaced if
+      requested.
 
     Raises:
       RunError: a setting of `FIXED_KEYS` differs from the stored one. (That
@@ -137,7 +138,7 @@ def resolve_config(stored: Mapping[str, Any], requested: Mapping[str, Any],
             f"{'; '.join(diffs)}. Resume it without those options, or choose "
             "another --out.")
     config = dict(stored)
-    for key in ("epochs", "data_dir", "importance_samples"):  # may change
+    for key in ("epochs", "data_dir", "importance_samples", "precision"):  # may change
         if key in requested:
             config[key] = requested[key]
     return config
