@@ -170,11 +170,17 @@ def test_existing_folder_that_is_not_a_run_is_never_overwritten(tmp_path):
     assert os.listdir(tmp_path) == ["notes.txt"]
 
 
+# Batch 4: an epoch is 299 steps, about 1 s on a quiet 2-core CPU (3 ms a
+# step for this tiny model), so a kill 0.1 s after epoch 1's checkpoint lands
+# inside epoch 2 (with batch 8 and a 0.5 s wait, epoch 2 once finished first).
+BATCH = 4
+
+
 def _cli(out, epochs):
     # The installed console script (setup.cfg: tfp-flows = tfp_flows.cli:main).
     script = os.path.join(os.path.dirname(sys.executable), "tfp-flows")
     return [script, "train", "--out", out,
-            "--epochs", str(epochs), "--batch-size", "8", "--verbose", "2"] + TINY_ARGS
+            "--epochs", str(epochs), "--batch-size", str(BATCH), "--verbose", "2"] + TINY_ARGS
 
 
 def _env():
@@ -193,9 +199,9 @@ def test_sigkill_mid_epoch_then_same_command_resumes_and_finishes(tmp_path):
         while not os.path.exists(first_manifest):
             assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint within the timeout"
-            time.sleep(0.05)
-        # Epoch 2 takes ~2-4 s (179 steps of batch 8): kill inside it.
-        time.sleep(0.5)
+            time.sleep(0.01)
+        # Epoch 2 takes ~1 s or more (299 steps of batch 4): kill inside it.
+        time.sleep(0.1)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
@@ -216,7 +222,7 @@ def test_sigkill_mid_epoch_then_same_command_resumes_and_finishes(tmp_path):
         assert os.path.exists(os.path.join(out, name)), name
     metrics = runs.read_json(os.path.join(out, runs.METRICS))
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
-    assert metrics["optimizer_steps"] == 2 * (data.digits.SPLIT_SIZES["train"] // 8)
+    assert metrics["optimizer_steps"] == 2 * (data.digits.SPLIT_SIZES["train"] // BATCH)
     # The run's model (the epoch chosen on validation) loads and gives
     # finite densities.
     _, config, model, checkpoint = trainer.open_run(out)
