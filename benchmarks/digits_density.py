@@ -166,11 +166,8 @@ def build(name, seed=0, overrides=None, precision="float32"):
     if precision != "float32":
         if name == "tfp_glow":
             raise ValueError("tfp_glow is timed in float32 only.")
-        keras.config.set_dtype_policy(precision)
-        try:
+        with tfp_flows.networks.global_policy(precision):
             return build(name, seed, overrides)
-        finally:
-            keras.config.set_dtype_policy("float32")
     if name == "tfp_glow":
         if overrides:
             raise ValueError("tfp_glow takes no --set overrides.")

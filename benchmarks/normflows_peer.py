@@ -38,22 +38,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _configs import CONFIGS  # noqa: E402
+from _configs import CONFIGS, pixels  # noqa: E402
 
 WARMUP = 3
-
-
-def _inputs(np, cfg):
-    h, w, c = cfg["shape"]
-    rng = np.random.default_rng(0)
-    return (rng.integers(0, 256, (cfg["batch"], h, w, c)) + rng.random(
-        (cfg["batch"], h, w, c))).astype("float32")
 
 
 def worker_tfp_flows(cfg, iters, threads):
     """Images/s of tfp_flows' Glow training step (fused Keras 3 Adam)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import numpy as np
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -62,7 +54,7 @@ def worker_tfp_flows(cfg, iters, threads):
 
     import tfp_flows
 
-    x = tf.constant(_inputs(np, cfg))
+    x = tf.constant(pixels(cfg))
     dist = ours_glow(cfg["shape"], cfg["levels"], cfg["steps"], cfg["hidden"])
     tfp_flows.initialize(dist, x)
     train = make_ops(dist, cfg["batch"], False, "fused")["train"]
@@ -78,7 +70,6 @@ def worker_tfp_flows(cfg, iters, threads):
 def worker_normflows(cfg, iters, threads):
     """Images/s of normflows' Glow training step (torch Adam, eager)."""
     import normflows as nf
-    import numpy as np
     import torch
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -102,7 +93,7 @@ def worker_normflows(cfg, iters, threads):
             merges.append(nf.flows.Merge())
         priors.append(nf.distributions.DiagGaussian(latent))
     model = nf.MultiscaleFlow(priors, flows, merges, class_cond=False)
-    x = torch.from_numpy(_inputs(np, cfg) / 256.0).permute(0, 3, 1, 2).contiguous()
+    x = torch.from_numpy(pixels(cfg) / 256.0).permute(0, 3, 1, 2).contiguous()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step():

@@ -20,10 +20,8 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _configs import CONFIGS  # noqa: E402
+from _configs import CONFIGS, pixels  # noqa: E402
 from _peers import ours_glow  # noqa: E402
 from _results import commit, cpu_model, write  # noqa: E402
 from throughput import make_ops, timed  # noqa: E402
@@ -55,14 +53,11 @@ def main(argv=None):
     for config in args.config.split(","):
         cfg = CONFIGS[config]
         shape, batch = cfg["shape"], cfg["batch"]
-        rng = np.random.default_rng(0)
-        x = tf.constant(rng.integers(0, 256, (batch,) + shape) + rng.random(
-            (batch,) + shape), tf.float32)
+        x = tf.constant(pixels(cfg))
         fns = {}
         for policy in policies:
-            keras.config.set_dtype_policy(policy)
-            dist = ours_glow(shape, cfg["levels"], cfg["steps"], cfg["hidden"])
-            keras.config.set_dtype_policy("float32")
+            with tfp_flows.networks.global_policy(policy):
+                dist = ours_glow(shape, cfg["levels"], cfg["steps"], cfg["hidden"])
             tfp_flows.initialize(dist, x)
             fns[policy] = make_ops(dist, batch, False, "fused")["train"]
             for _ in range(2):

@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
-from _configs import CONFIGS  # noqa: E402
+from _configs import CONFIGS, pixels  # noqa: E402
 from _peers import num_params, ours_glow, tfp_glow  # noqa: E402
 from _results import commit, cpu_model  # noqa: E402
 
@@ -115,22 +115,36 @@ def coupling_network_calls(dist, x):
     return calls
 
 
+def _network_inputs(calls, batch):
+    """A fixed random input of each network's in-flow shape."""
+    rng = np.random.default_rng(1)
+    return [tf.constant(rng.standard_normal((batch,) + shape), tf.float32)
+            for _, shape in calls]
+
+
+def _run_networks(calls, inputs, link=None):
+    """Every network's float32 output on its input. With `link` (a
+    zero-valued variable the graph optimiser cannot fold), network k's input
+    also depends on network k-1's output through ``+ link * mean(output)``,
+    so the networks run one after the other, forward and backward, as they do
+    inside a flow; without it, TensorFlow runs independent networks side by
+    side on its inter-op threads, which no sequential flow can do."""
+    outputs = []
+    for (net, _), x in zip(calls, inputs):
+        if link is not None and outputs:
+            x = x + link * tf.reduce_mean(outputs[-1])
+        outputs.append(tf.cast(net(x), tf.float32))
+    return outputs
+
+
 def make_forward_ceiling(calls, batch, jit):
     """``log_prob``'s ceiling: the coupling networks' forward passes alone,
     chained (each input depends on the previous output, as in a flow)."""
-    rng = np.random.default_rng(1)
-    inputs = [tf.constant(rng.standard_normal((batch,) + shape), tf.float32)
-              for _, shape in calls]
+    inputs = _network_inputs(calls, batch)
     link = tf.Variable(0.0, trainable=False)
 
     def forward():
-        total, previous = 0.0, None
-        for (net, _), x in zip(calls, inputs):
-            if previous is not None:
-                x = x + link * tf.reduce_mean(previous)
-            previous = tf.cast(net(x), tf.float32)
-            total += tf.reduce_mean(previous)
-        return total
+        return tf.add_n([tf.reduce_mean(o) for o in _run_networks(calls, inputs, link)])
 
     return tf.function(forward, jit_compile=jit)
 
@@ -139,19 +153,11 @@ def make_ceiling(calls, batch, jit, optimizer="tf_keras", input_grads=True, chai
     """A training step of the coupling networks alone: each network on a fixed
     random input of its in-flow shape; the loss sums the mean squared
     outputs (values do not matter: dense convolutions cost the same for any
-    numbers). With ``input_grads`` the gradient also reaches every input.
-
-    With ``chained``, network k's input also depends on network k-1's output
-    (through ``+ link * mean(previous output)``, ``link`` a zero-valued
-    variable the graph optimiser cannot fold), so the networks run one after
-    the other, forward and backward, as they do inside a flow; unchained,
-    TensorFlow runs independent networks side by side on its inter-op
-    threads, which no sequential flow can do.
+    numbers). With ``input_grads`` the gradient also reaches every input;
+    with ``chained`` the networks run in sequence (`_run_networks`).
     """
-    rng = np.random.default_rng(1)
-    inputs = [tf.constant(rng.standard_normal((batch,) + shape), tf.float32)
-              for _, shape in calls]
-    link = tf.Variable(0.0, trainable=False)
+    inputs = _network_inputs(calls, batch)
+    link = tf.Variable(0.0, trainable=False) if chained else None
     variables, seen = [], set()
     for net, _ in calls:
         for v in net.trainable_variables:
@@ -164,13 +170,8 @@ def make_ceiling(calls, batch, jit, optimizer="tf_keras", input_grads=True, chai
         with tf.GradientTape() as tape:
             if input_grads:
                 tape.watch(inputs)
-            losses, previous = [], None
-            for (net, _), x in zip(calls, inputs):
-                if chained and previous is not None:
-                    x = x + link * tf.reduce_mean(previous)
-                previous = tf.cast(net(x), tf.float32)
-                losses.append(tf.reduce_mean(tf.square(previous)))
-            loss = tf.add_n(losses)
+            loss = tf.add_n([tf.reduce_mean(tf.square(o))
+                             for o in _run_networks(calls, inputs, link)])
         grads = tape.gradient(loss, variables + (inputs if input_grads else []))
         opt.apply_gradients(zip(grads[:len(variables)], variables))
         # the input gradients are outputs, so the graph keeps them
@@ -194,9 +195,7 @@ def run(config, ops, jit_modes, rounds, iters, precision="float32", save=None,
     set_precision(precision)
     cfg = CONFIGS[config]
     shape, batch = cfg["shape"], cfg["batch"]
-    rng = np.random.default_rng(0)
-    x_pix = tf.constant(rng.integers(0, 256, (batch,) + shape) + rng.random(
-        (batch,) + shape), tf.float32)
+    x_pix = tf.constant(pixels(cfg))
     ours = ours_glow(shape, cfg["levels"], cfg["steps"], cfg["hidden"])
     tfp_flows.initialize(ours, x_pix)
     tfp_precision = precision

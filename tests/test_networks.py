@@ -1,6 +1,7 @@
 """Coupling networks: GlowCNN (its raw-op first convolution) against its own
 Keras layers, on tiny and ordinary maps."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -23,3 +24,14 @@ def test_glow_cnn_matches_its_keras_layers(spatial):
         want = layer(want)
     # float32 sums of <= 150 products: ~1e-6 relative.
     np.testing.assert_allclose(net(x).numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_global_policy_is_set_inside_and_restored_after_an_error():
+    before = keras.config.dtype_policy().name
+    with pytest.raises(RuntimeError):
+        with networks.global_policy("mixed_bfloat16"):
+            assert networks.policy_for(tf.float32) == "mixed_bfloat16"
+            net = networks.GlowCNN(4, 8)
+            assert net.compute_dtype == "bfloat16"
+            raise RuntimeError("building failed")
+    assert keras.config.dtype_policy().name == before

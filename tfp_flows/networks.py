@@ -8,7 +8,8 @@ input/output contract can be passed to a coupling instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import keras
@@ -18,7 +19,7 @@ from tfp_flows.convolution import SameConv2D, conv2d_same
 from tfp_flows.typing import DTypeLike
 
 __all__ = ["MLP", "GlowCNN", "ResNet", "ZeroConv2D", "ZeroDense", "conv2d_same",
-           "default_network", "policy_for"]
+           "default_network", "global_policy", "policy_for"]
 
 _register = keras.saving.register_keras_serializable(package="tfp_flows")
 
@@ -279,6 +280,20 @@ def policy_for(dtype: DTypeLike) -> str:
     if dtype == tf.float32:
         return keras.config.dtype_policy().name
     return dtype.name
+
+
+@contextlib.contextmanager
+def global_policy(policy: str) -> Iterator[None]:
+    """Keras' global dtype policy set to `policy` inside the block and restored
+    after it: a flow built inside (see `policy_for`) keeps the policy in its
+    networks, e.g. ``with global_policy("mixed_bfloat16"): dist = glow(...)``.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def default_network(event_ndims: int, out_channels: int, hidden: int | None = None,

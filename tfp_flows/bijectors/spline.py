@@ -286,10 +286,17 @@ class SplineCoupling(Coupling):
         self._max_log_scale: float | None = (
             None if max_log_scale is None else float(max_log_scale))
         # Read by `Coupling` to size the network and split its output.
-        self._params_per_dim = 3 * num_bins - 1 + (2 if max_log_scale is not None else 0)
+        self._params_per_dim = self.params_per_entry(num_bins, max_log_scale)
         super().__init__(mask, network, hidden, parameters, name,
                          tf.as_dtype(dtype), validate_args,
                          context_channels=context_channels)
+
+    @staticmethod
+    def params_per_entry(num_bins: int, max_log_scale: float | None = None) -> int:
+        """Network outputs per transformed entry: ``3K - 1`` for the spline
+        (K widths, K heights, K - 1 interior derivatives), plus 2 (shift and
+        raw log-scale) with an affine pre-map (`max_log_scale`)."""
+        return 3 * int(num_bins) - 1 + (2 if max_log_scale is not None else 0)
 
     @property
     def num_bins(self) -> int:
@@ -314,7 +321,7 @@ class SplineCoupling(Coupling):
 
     def _couple(self, x: tf.Tensor, params: Sequence[tf.Tensor],
                 inverse: bool) -> tuple[tf.Tensor, tf.Tensor]:
-        spline = 3 * self._num_bins - 1
+        spline = self.params_per_entry(self._num_bins)
         knots_x, knots_y, derivatives = self.spline_parameters(params[:spline])
         # The package's inverse (data -> latent) evaluates the spline g; its
         # forward (latent -> data) solves for g^-1.

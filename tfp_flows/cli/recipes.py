@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 import tfp_flows
-from tfp_flows import data, models
+from tfp_flows import data, models, networks
 from tfp_flows.dequantization import VariationalDequantization
 from tfp_flows.training import FlowModel
 
@@ -163,12 +163,10 @@ def new_config(requested: Mapping[str, Any]) -> dict[str, Any]:
     """
     config: dict[str, Any] = dict(DEFAULTS)
     config.update({k: v for k, v in requested.items() if k != "model_args"})
-    if config["dequantization"] not in DEQUANTIZATIONS:
-        raise ValueError(f"dequantization must be one of {', '.join(DEQUANTIZATIONS)}"
-                         f", got {config['dequantization']!r}.")
-    if config["precision"] not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
-                         f"{config['precision']!r}.")
+    for key, choices in (("dequantization", DEQUANTIZATIONS), ("precision", PRECISIONS)):
+        if config[key] not in choices:
+            raise ValueError(f"{key} must be one of {', '.join(choices)}, got "
+                             f"{config[key]!r}.")
     info = _dataset_info(config)
     config["epochs"] = requested.get("epochs", _EPOCHS.get(info.name, 10))
     args = model_args_for(config["model"], info, requested.get("model_args"))
@@ -189,12 +187,8 @@ def build_model(config: Mapping[str, Any]) -> FlowModel:
     networks built under the config's ``precision`` policy; with
     ``dequantization='variational'`` it trains a learned q(u | x) too."""
     keras.utils.set_random_seed(config["seed"])
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(config.get("precision", "float32"))
-    try:
+    with networks.global_policy(config.get("precision", "float32")):
         dist = models.from_config(config["model_config"])
-    finally:
-        keras.config.set_dtype_policy(previous)
     deq = None
     if config.get("dequantization", "uniform") == "variational":
         bins = tfp_flows.flow_ops.num_bins(dist)

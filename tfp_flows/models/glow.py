@@ -104,7 +104,7 @@ def glow(image_shape: Shape, num_levels: int = 3, num_steps: int = 32,
             cpl = AffineCoupling(mask, net, scale_fn=scale_fn, dtype=dtype,
                                  name=f"{prefix}_coupling")
         elif coupling == "spline":
-            net = networks.GlowCNN((3 * num_spline_bins - 1) * n_trans,
+            net = networks.GlowCNN(SplineCoupling.params_per_entry(num_spline_bins) * n_trans,
                                    hidden_channels, dtype=policy,
                                    name=f"{prefix}_net")
             cpl = SplineCoupling(mask, net, num_bins=num_spline_bins,

@@ -80,7 +80,8 @@ def real_nvp(image_shape: Shape, num_scales: int = 2, *, hidden_channels: int = 
                                                            spline_bound)
     dtype = _common.float_dtype(dtype)
     policy = networks.policy_for(dtype)
-    params_per_dim = 2 if coupling == "affine" else 3 * num_spline_bins - 1
+    params_per_dim = (2 if coupling == "affine" else
+                      SplineCoupling.params_per_entry(num_spline_bins))
 
     def make_coupling(mask, prefix):
         c = mask.shape[-1]

@@ -158,7 +158,7 @@ def vector_flow(event_shape: int | Shape, num_couplings: int = 4, hidden_units: 
     for k, mask in enumerate(layer_masks):
         n_trans = int((mask == 0).sum())
         if coupling == "spline":
-            per_entry = 3 * num_spline_bins - 1 + (2 if max_log_scale is not None else 0)
+            per_entry = SplineCoupling.params_per_entry(num_spline_bins, max_log_scale)
             net = networks.MLP(per_entry * n_trans,
                                int(hidden_units), int(num_hidden_layers),
                                dtype=policy, name=f"coupling{k}_net")
