@@ -38,6 +38,24 @@ def _tf_variable(variable: Any) -> Any:
     return variable.value if isinstance(variable, keras.Variable) else variable
 
 
+def _scalars(self, dtype, learning_rate):
+    """The kernel's scalar inputs in `dtype`: computed once per dtype per
+    update of all variables (not once per variable: a flow has hundreds of
+    variables, and each repetition was about ten scalar graph ops)."""
+    cache = self.__dict__.get("_fused_scalars")
+    if cache is not None and dtype in cache:
+        return cache[dtype]
+    step = tf.cast(self.iterations + 1, dtype)
+    beta_1 = tf.cast(self.beta_1, dtype)
+    beta_2 = tf.cast(self.beta_2, dtype)
+    scalars = dict(beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+                   lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+                   epsilon=tf.cast(self.epsilon, dtype))
+    if cache is not None:
+        cache[dtype] = scalars
+    return scalars
+
+
 def _fused_update_step(self, gradient, variable, learning_rate):
     var = _tf_variable(variable)
     dtype = var.dtype
@@ -47,15 +65,21 @@ def _fused_update_step(self, gradient, variable, learning_rate):
     index = self._get_variable_index(variable)
     m = _tf_variable(self._momentums[index])
     v = _tf_variable(self._velocities[index])
-    step = tf.cast(self.iterations + 1, dtype)
-    beta_1 = tf.cast(self.beta_1, dtype)
-    beta_2 = tf.cast(self.beta_2, dtype)
     return tf.raw_ops.ResourceApplyAdam(
-        var=var.handle, m=m.handle, v=v.handle,
-        beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
-        lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
-        epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype),
-        use_locking=False)
+        var=var.handle, m=m.handle, v=v.handle, grad=tf.cast(gradient, dtype),
+        use_locking=False, **_scalars(self, dtype, learning_rate))
+
+
+def _shared_backend_update_step(self, grads, trainable_variables, learning_rate):
+    # One update of every variable: the iteration counter and the learning
+    # rate are the same for all of them (Keras increments the counter after
+    # this call), so their derived scalars are shared through a cache that
+    # lives for this call only.
+    self._fused_scalars = {}
+    try:
+        return type(self)._backend_update_step(self, grads, trainable_variables, learning_rate)
+    finally:
+        del self._fused_scalars
 
 
 def fuse_adam(optimizer: Any) -> bool:
@@ -75,6 +99,7 @@ def fuse_adam(optimizer: Any) -> bool:
         return False
     if not is_fused(inner):
         inner.update_step = types.MethodType(_fused_update_step, inner)
+        inner._backend_update_step = types.MethodType(_shared_backend_update_step, inner)
     return True
 
 
