@@ -54,6 +54,11 @@ shift
 MODELS=("$@")
 [ ${#MODELS[@]} -gt 0 ] || MODELS=(glow real_nvp)
 THREADS=${THREADS:-1}
+# oneDNN's convolutions: on by default on Intel CPUs with AVX-512; on an AMD
+# EPYC (AVX2) TensorFlow leaves them off, and RealNVP's small-channel 3x3
+# convolutions then train 1.7x slower (Eigen's filter gradient dominates;
+# docs/performance.md). Set TF_ENABLE_ONEDNN_OPTS=0 to keep TF's default.
+export TF_ENABLE_ONEDNN_OPTS=${TF_ENABLE_ONEDNN_OPTS:-1}
 TFP_FLOWS=${TFP_FLOWS:-tfp-flows}
 
 # The 28x28 recipes (docs/cli.md): 8-bit pixels, uniform dequantisation,
