@@ -164,6 +164,7 @@ def main(argv=None):
         "config": args.config, **{k: list(v) if isinstance(v, tuple) else v
                                   for k, v in cfg.items()},
         "cpu_model": cpu_model(), "commit": commit(), "threads": args.threads,
+        "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "rounds": args.rounds, "iters": args.iters, "params": params,
         "img_s": rates,
         "median_img_s": {lib: statistics.median(v) for lib, v in rates.items()},
@@ -172,7 +173,9 @@ def main(argv=None):
     m = result["median_img_s"]
     text = (f"# tfp_flows vs normflows, Glow training ({args.config})\n\n"
             f"CPU: {result['cpu_model']}; commit {result['commit']}; "
-            f"{args.threads} threads each; {args.rounds} alternating rounds of "
+            f"{args.threads} threads each; TF_ENABLE_ONEDNN_OPTS="
+            f"{result['tf_enable_onednn_opts'] or 'unset (TF default)'}; "
+            f"{args.rounds} alternating rounds of "
             f"{args.iters} timed steps (after {WARMUP} warm-up steps), one "
             f"process per library per round.\n\n"
             f"| library | parameters | img/s (median) | per round |\n|---|---|---|---|\n"
