@@ -11,7 +11,9 @@ For each run folder ``runs/<model>-mnist`` it writes, from what is on disk:
   the run's model (the checkpoint with the lowest validation bits/dim) at
   temperatures 0.7 and 1.0.
 
-and the table ``mnist.md`` beside the papers' figures. The small-Glow
+and the table ``mnist.md`` beside the papers' figures, with the machines
+that trained each run's epochs (``runs/<model>-mnist.machines.tsv``, one
+line per launch of ``mnist_table.sh``). The small-Glow
 dequantisation pair (``runs/deq_uniform-mnist``, ``runs/deq_variational-mnist``)
 goes to ``dequantization/``: each run's metrics and curve, and
 ``dequantization.md`` comparing the two bounds. Unfinished runs are
@@ -24,12 +26,13 @@ test split is never scored here.
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import _results  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfp_flows  # noqa: E402
@@ -46,15 +49,29 @@ PAPERS = {"nice": ("4.36", "NICE: 1980.50 nats (Dinh et al., 2014, noise of "
 TEMPERATURES = (0.7, 1.0)
 
 
-def _cpu():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+def machines(folder, epochs_done):
+    """Which CPU trained which epochs of the run in `folder`, from its
+    ``.machines.tsv`` (launch time, first epoch, CPU model, oneDNN setting):
+    e.g. ``epochs 1-43 Intel Xeon; 44-60 AMD EPYC, oneDNN on``; '' if there
+    is no record."""
+    path = folder.rstrip("/") + ".machines.tsv"
+    if not os.path.exists(path):
+        return ""
+    launches = []
+    with open(path) as f:
+        for line in f:
+            _, first, cpu, onednn = (line.rstrip("\n").split("\t") + [""] * 4)[:4]
+            setting = {"1": ", oneDNN on", "0": ", oneDNN off"}.get(onednn, "")
+            if int(first) > epochs_done:
+                continue  # a launch that has not finished an epoch yet
+            if launches and launches[-1][1] == cpu + setting:
+                continue
+            launches.append((int(first), cpu + setting))
+    spans = []
+    for i, (first, what) in enumerate(launches):
+        last = launches[i + 1][0] - 1 if i + 1 < len(launches) else epochs_done
+        spans.append(f"epochs {first}-{last}: {what}")
+    return "; ".join(spans)
 
 
 def collect(folder, model, out):
@@ -94,6 +111,7 @@ def collect(folder, model, out):
         "best_validation_epoch": best["epoch"] if best else None,
         "best_validation_bits_per_dim": best["validation_bits_per_dim"] if best else None,
         "samples_from_epoch": chosen.epoch,
+        "machines": machines(folder, latest.epoch),
         "test_bits_per_dim": metrics["test_bits_per_dim"] if metrics else None,
         "selected_epoch": metrics["selected_epoch"] if metrics else None,
         "history": history}
@@ -102,7 +120,7 @@ def collect(folder, model, out):
     return record
 
 
-def table(records, cpu, commit):
+def table(records, commit):
     lines = ["# MNIST (real data, CPU-only training)", "",
              "8-bit MNIST, 28x28 (no padding), uniform dequantisation; bits/dim "
              "in the papers' units. Train: first 50,000 training images; "
@@ -120,15 +138,21 @@ def table(records, cpu, commit):
             continue
         test = (f"**{r['test_bits_per_dim']:.3f}** (epoch {r['selected_epoch']})"
                 if r["complete"] else "running: not scored yet")
+        args = ", ".join(f"{k}={v}" for k, v in sorted(r["model_args"].items()))
+        args = f" ({args})" if args else ""
         val = ("" if r["best_validation_bits_per_dim"] is None else
                f"{r['best_validation_bits_per_dim']:.3f} ({r['best_validation_epoch']})")
         lines.append(
-            f"| {model} ({', '.join(f'{k}={v}' for k, v in sorted(r['model_args'].items()))}) "
+            f"| {model}{args} "
             f"| {r['num_params']:,} | {r['epochs_done']} ({r['epochs_budget']}) "
             f"| {r['train_seconds'] / 3600:.1f} h | {val} | {test} | {paper} ({source}) |")
-    lines += ["", f"CPU: {cpu} (2 cores; runs side by side, one thread each, "
+    lines += ["", "Machines (2 cores each; runs side by side, one thread each, "
               "sharing the machine with other work: wall times are not "
-              f"benchmarks). Collected at commit {commit}.", "",
+              "benchmarks; TensorFlow's oneDNN is on by default on the Intel "
+              "Xeon and off on the AMD EPYC unless set):", ""]
+    lines += [f"* {m}: {records[m]['machines'] or 'not recorded'}"
+              for m in MODELS if m in records]
+    lines += ["", f"Collected at commit {commit}.", "",
               "Learning curves: `<model>_curve.png`; samples of the chosen "
               "checkpoint at temperatures 0.7 and 1.0: "
               "`<model>_samples_t0.7.png`, `<model>_samples_t1.png`.", "",
@@ -154,16 +178,25 @@ def _deq_runs(folder):
     return found
 
 
-def dequantization_table(folder, out, cpu, commit):
+def dequantization_table(folder, out, commit):
     """The uniform / variational pair (per training seed): metrics and
-    curves copied, one table, the gain per seed and its spread."""
+    curves copied, one table, the gain per seed and its spread. A run whose
+    folder is gone (a fresh checkout) keeps the metrics copied earlier."""
     os.makedirs(out, exist_ok=True)
     rows = {}
-    for (kind, seed), run in sorted(_deq_runs(folder).items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for name in sorted(os.listdir(out)):  # copied by an earlier report
+        if name.endswith("_metrics.json"):
+            tag = name[:-len("_metrics.json")]
+            kind, _, seed = tag.partition("_s")
+            with open(os.path.join(out, name)) as f:
+                rows[(kind, int(seed or 0))] = json.load(f)
+    for (kind, seed), run in _deq_runs(folder).items():
         try:
             metrics = runs.read_json(os.path.join(run, runs.METRICS), "metrics")
         except runs.RunError:
             continue  # not complete yet
+        metrics["machines"] = (machines(run, len(metrics["history"]))
+                               or rows.get((kind, seed), {}).get("machines", ""))
         rows[(kind, seed)] = metrics
         tag = kind if seed == 0 else f"{kind}_s{seed}"
         with open(os.path.join(out, f"{tag}_metrics.json"), "w") as f:
@@ -173,6 +206,7 @@ def dequantization_table(folder, out, cpu, commit):
             with open(curve, "rb") as src, open(os.path.join(out, f"{tag}_curve.png"),
                                                 "wb") as dst:
                 dst.write(src.read())
+    rows = dict(sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])))
     lines = ["# Variational vs uniform dequantisation, MNIST", "",
              "The same Glow (2 levels x 4 steps x 64 channels), 10 epochs = "
              "7,810 steps each, Adam 5e-4 after 500 warmup steps, batch 64; "
@@ -182,14 +216,15 @@ def dequantization_table(folder, out, cpu, commit):
              "draws; `IW k=16` is the importance-weighted estimate with 16 draws. "
              "`seed` is the training seed (initialisation, batches, noise).", "",
              "| dequantisation | seed | parameters | s/epoch (median) | best validation (epoch) "
-             "| test bound | IW k=16 |", "|---|---|---|---|---|---|---|"]
+             "| test bound | IW k=16 | machine |", "|---|---|---|---|---|---|---|---|"]
     for (kind, seed), m in rows.items():
         secs = [h.get("seconds") or 0.0 for h in m["history"]]
         lines.append(
             f"| {kind} | {seed} | {m['num_params']:,} | {np.median(secs):.0f} "
             f"| {m['validation_bits_per_dim']:.4f} ({m['selected_epoch']}) "
             f"| **{m['test_bits_per_dim']:.4f}** "
-            f"| {m.get('test_importance_weighted_bits_per_dim', float('nan')):.4f} |")
+            f"| {m.get('test_importance_weighted_bits_per_dim', float('nan')):.4f} "
+            f"| {m.get('machines') or 'not recorded'} |")
     seeds = sorted({seed for _, seed in rows})
     gains = {seed: rows[("uniform", seed)]["test_bits_per_dim"]
              - rows[("variational", seed)]["test_bits_per_dim"]
@@ -205,8 +240,9 @@ def dequantization_table(folder, out, cpu, commit):
         else:
             lines[-1] += (" One training seed per arm: the seed-to-seed spread "
                           "of the gain is not measured.")
-    lines += ["", f"CPU: {cpu}; the two runs of a seed side by side, one thread "
-              f"each, sharing 2 cores with other runs. Collected at commit {commit}."]
+    lines += ["", "The two runs of a seed side by side, one thread each, sharing 2 "
+              "cores with other runs (s/epoch compares within a seed's pair only). "
+              f"Collected at commit {commit}."]
     with open(os.path.join(out, "dequantization.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     return rows
@@ -223,13 +259,12 @@ def main(argv=None):
         r = collect(os.path.join(args.runs, f"{model}-mnist"), model, args.out)
         if r is not None:
             records[model] = r
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=HERE).stdout.strip() or "unknown"
-    text = table(records, _cpu(), commit)
+    commit = _results.commit()
+    text = table(records, commit)
     with open(os.path.join(args.out, "mnist.md"), "w") as f:
         f.write(text)
     print(text)
-    dequantization_table(args.runs, os.path.join(args.out, "dequantization"), _cpu(), commit)
+    dequantization_table(args.runs, os.path.join(args.out, "dequantization"), commit)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@
 # launch restores a missing run folder from there and resumes it.
 #
 # DATA_DIR holds MNIST's four IDX files (original names, gzip or not).
-# Runs go to runs/<model>-mnist; logs to runs/<model>-mnist.log. Each run
+# Runs go to runs/<model>-mnist; logs to runs/<model>-mnist.log, and one line
+# per launch (time, first epoch, CPU model, oneDNN) to
+# runs/<model>-mnist.machines.tsv. Each run
 # gets one CPU thread (two runs share a 2-core machine without
 # oversubscription); set THREADS to change that.
 set -euo pipefail
@@ -32,6 +34,7 @@ if [ "${1:-}" = "--snapshot" ]; then
     dest="$STATE/$model-mnist"
     rm -rf "$dest" && mkdir -p "$dest/checkpoints"
     cp "$run/config.json" "$dest/"
+    [ ! -f "$run.machines.tsv" ] || cp "$run.machines.tsv" "$dest/machines.tsv"
     # the newest manifest, and the one with the lowest validation bits/dim
     keep=$(python3 - "$run/checkpoints" <<'PY'
 import json, os, sys
@@ -93,8 +96,20 @@ pids=()
 for model in "${MODELS[@]}"; do
   if [ ! -d "runs/$model-mnist" ] && [ -d "$STATE/$model-mnist" ]; then
     cp -r "$STATE/$model-mnist" "runs/$model-mnist"
+    if [ -f "runs/$model-mnist/machines.tsv" ]; then
+      mv "runs/$model-mnist/machines.tsv" "runs/$model-mnist.machines.tsv"
+    fi
     echo "restored runs/$model-mnist from $STATE"
   fi
+  # which machine trains which epochs (mnist_report.py lists them): launch
+  # time, first epoch of this launch, CPU model, oneDNN setting
+  if [ -d "runs/$model-mnist/checkpoints" ]; then
+    last=$(find "runs/$model-mnist/checkpoints" -name 'epoch-*.json' | sed 's/.*epoch-0*\([0-9]*\)\.json/\1/' | sort -n | tail -1)
+  fi
+  printf '%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$(( ${last:-0} + 1 ))" \
+    "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)" \
+    "$TF_ENABLE_ONEDNN_OPTS" >> "runs/$model-mnist.machines.tsv"
+  last=
   # shellcheck disable=SC2046
   TF_NUM_INTRAOP_THREADS=$THREADS TF_NUM_INTEROP_THREADS=1 OMP_NUM_THREADS=$THREADS \
   TF_CPP_MIN_LOG_LEVEL=3 \
