@@ -74,12 +74,13 @@ def _shared_backend_update_step(self, grads, trainable_variables, learning_rate)
     # One update of every variable: the iteration counter and the learning
     # rate are the same for all of them (Keras increments the counter after
     # this call), so their derived scalars are shared through a cache that
-    # lives for this call only.
-    self._fused_scalars = {}
+    # lives for this call only. object.__setattr__: the cache of tensors is
+    # not state for Keras' or TensorFlow's attribute tracking to see.
+    object.__setattr__(self, "_fused_scalars", {})
     try:
         return type(self)._backend_update_step(self, grads, trainable_variables, learning_rate)
     finally:
-        del self._fused_scalars
+        object.__delattr__(self, "_fused_scalars")
 
 
 def fuse_adam(optimizer: Any) -> bool:
