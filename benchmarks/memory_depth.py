@@ -12,7 +12,9 @@ step (Adam) once, then run ``--steps`` more steps. Reported per run:
   steps after the first one, i.e. steady-state training;
 * ``tf_peak_mb``: TensorFlow's CPU allocator peak during those steps
   (``tf.config.experimental.get_memory_info('CPU:0')`` after
-  ``reset_memory_stats``): tensors only, no runtime or Python overhead.
+  ``reset_memory_stats``): tensors only, no runtime or Python overhead;
+  ``None`` ("n/a") where TensorFlow keeps no such statistics (with oneDNN
+  off, TensorFlow's default on an AMD EPYC).
 
 Implementations (``--impls``): ``normal``, ``reversible`` and ``tfp_glow``
 run a raw `tf.function` step with ``--optimizer``; ``flowmodel_fused`` and
@@ -142,7 +144,11 @@ def worker(impl, depth, args):
     first_loss = float(step(x))  # trace (and compile) + one step
     first_s = time.perf_counter() - t0
     rss_after_first = proc.memory_info().rss
-    tf.config.experimental.reset_memory_stats("CPU:0")
+    try:
+        tf.config.experimental.reset_memory_stats("CPU:0")
+        allocator_stats = True
+    except ValueError:  # TF keeps no CPU allocator statistics without oneDNN
+        allocator_stats = False
     peak, stop = [0], threading.Event()
 
     def sample():
@@ -159,7 +165,7 @@ def worker(impl, depth, args):
         times.append(time.perf_counter() - t0)
     stop.set()
     thread.join()
-    info = tf.config.experimental.get_memory_info("CPU:0")
+    info = tf.config.experimental.get_memory_info("CPU:0") if allocator_stats else None
     mb = 1024.0 ** 2
     print(json.dumps({
         "impl": impl, "depth": depth, "jit": args.jit,
@@ -169,7 +175,7 @@ def worker(impl, depth, args):
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "rss_after_first_step_mb": rss_after_first / mb,
         "step_rss_mb": peak[0] / mb,
-        "tf_peak_mb": info["peak"] / mb,
+        "tf_peak_mb": info["peak"] / mb if info else None,
         "first_step_s": first_s, "median_step_s": statistics.median(times),
         "first_loss": first_loss, "last_loss": loss,
     }))
@@ -306,6 +312,14 @@ def main():
     print(report(result))
 
 
+def _mb(value):
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def _growth(a, b):
+    return "n/a" if a is None or b is None else f"x{b / a:.2f}"
+
+
 def report(result):
     """A markdown table with growth ratios from the smallest to largest depth."""
     runs = result["runs"]
@@ -315,7 +329,7 @@ def report(result):
         lines.append(
             f"| {r['impl']} | {r['depth']} | {r['jit']} | {r['num_params']:,} "
             f"| {r['peak_rss_mb']:.0f} | {r['step_rss_mb']:.0f} "
-            f"| {r['tf_peak_mb']:.0f} | {r['median_step_s']:.2f} |")
+            f"| {_mb(r['tf_peak_mb'])} | {r['median_step_s']:.2f} |")
     lines += ["", "| impl | growth peak RSS | growth steady RSS "
               "| growth TF allocator peak |", "|---|---|---|---|"]
     for impl in dict.fromkeys(r["impl"] for r in runs):
@@ -328,7 +342,7 @@ def report(result):
             f"| {impl} (K={a['depth']} -> {b['depth']}) "
             f"| x{b['peak_rss_mb'] / a['peak_rss_mb']:.2f} "
             f"| x{b['step_rss_mb'] / a['step_rss_mb']:.2f} "
-            f"| x{b['tf_peak_mb'] / a['tf_peak_mb']:.2f} |")
+            f"| {_growth(a['tf_peak_mb'], b['tf_peak_mb'])} |")
     if result["timing"]:
         lines += ["", "| K | normal step (s) | reversible step (s) "
                   "| ratio of medians | median pair ratio |", "|---|---|---|---|---|"]
