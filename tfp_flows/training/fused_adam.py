@@ -76,6 +76,11 @@ def _shared_backend_update_step(self, grads, trainable_variables, learning_rate)
     # this call), so their derived scalars are shared through a cache that
     # lives for this call only. object.__setattr__: the cache of tensors is
     # not state for Keras' or TensorFlow's attribute tracking to see.
+    # Under a tf.distribute strategy every variable takes Keras' own update
+    # (see _fused_update_step) and replicas may update in parallel threads:
+    # no cache there.
+    if tf.distribute.has_strategy():
+        return type(self)._backend_update_step(self, grads, trainable_variables, learning_rate)
     object.__setattr__(self, "_fused_scalars", {})
     try:
         return type(self)._backend_update_step(self, grads, trainable_variables, learning_rate)
