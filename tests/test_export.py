@@ -288,6 +288,24 @@ def test_vector_flow_export_overwrite_and_duck_typing(tmp_path):
     np.testing.assert_allclose(back, x, atol=1e-5)  # float32 round trip on N(0,1) data
 
 
+def test_nice_on_images_exports_with_flat_latents(tmp_path):
+    # NICE models images through a flat latent ([784] on 28x28x1): decode's
+    # signature takes the base distribution's shape, not the image's (the
+    # first MNIST NICE run failed at export with "latents must have shape
+    # [batch..., 784]; got (None, 28, 28, 1)")
+    dist = tfp_flows.models.nice([4, 4, 1], num_bins=256)
+    x = (np.random.default_rng(0).integers(0, 256, (6, 4, 4, 1)) + 0.5).astype(np.float32)
+    tfp_flows.initialize(dist, tf.constant(x))
+    tfp_flows.export(dist, tmp_path / "nice")
+    loaded = tf.saved_model.load(str(tmp_path / "nice"))
+    z = loaded.signatures["encode"](x=tf.constant(x))["latent"]
+    assert z.shape == (6, 16)
+    back = loaded.signatures["decode"](latent=z)["x"].numpy()
+    np.testing.assert_allclose(back, x, atol=1e-3)  # float32 round trip on pixel values < 256
+    np.testing.assert_allclose(loaded.signatures["log_prob"](x=tf.constant(x))["log_prob"].numpy(),
+                               dist.log_prob(x).numpy(), rtol=1e-5)
+
+
 def test_export_rejects_what_it_cannot_serve(tmp_path):
     import tensorflow_probability as tfp
     with pytest.raises(ValueError, match="distribution"):

@@ -240,8 +240,11 @@ class ServingModule(tf.Module):
             self.variational_bits_per_dim = with_labels(variational_bpd_fn, bpd_specs)
         self.sample = with_labels(sample_fn, sample_specs)
         self.encode = with_labels(encode_fn, [data])
+        # the latent's event shape is the base distribution's: the image
+        # shape for Glow and RealNVP, a flat vector for NICE on images
+        latent_event = tuple(dist.distribution.event_shape.as_list())
         self.decode = with_labels(
-            decode_fn, [tf.TensorSpec((None,) + event, dtype, name="latent")])
+            decode_fn, [tf.TensorSpec((None,) + latent_event, dtype, name="latent")])
         if len(self._levels) > 1:
             shapes = self._level_shapes()
             names = [f"level_{i + 1}" for i in range(len(shapes))]
