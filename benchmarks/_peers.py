@@ -1,5 +1,8 @@
 """Builders shared by the benchmarks: tfp_flows' Glow and TFP's `tfb.Glow`
-with the same levels, steps and hidden width."""
+with the same levels, steps and hidden width; and the timed training loop of
+the one-process-per-measurement benchmarks (normflows_peer.py, onednn.py)."""
+
+import time
 
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -8,7 +11,7 @@ import tfp_flows
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 
-__all__ = ["ours_glow", "tfp_glow", "num_params"]
+__all__ = ["ours_glow", "tfp_glow", "num_params", "set_threads", "train_images_per_second"]
 
 
 def ours_glow(shape, levels, steps, hidden, **kwargs):
@@ -36,3 +39,28 @@ def tfp_glow(shape, levels, steps, hidden):
 
 def num_params(dist):
     return int(sum(tf.size(v).numpy() for v in dist.trainable_variables))
+
+
+def set_threads(threads):
+    """TensorFlow's intra- and inter-op pools: `threads` each (call before
+    the first op)."""
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def train_images_per_second(dist, x, iters, warmup=3):
+    """Images/s of `dist`'s training step (``throughput.py``'s: fused Keras
+    3 Adam, graph mode) on the batch `x`, timed over `iters` steps after
+    the ActNorm initialisation and `warmup` untimed steps."""
+    from throughput import make_ops
+
+    batch = int(x.shape[0])
+    tfp_flows.initialize(dist, x)
+    train = make_ops(dist, batch, False, "fused")["train"]
+    for _ in range(warmup):
+        train(x).numpy()
+    start = time.perf_counter()
+    for _ in range(iters):
+        loss = train(x)
+    loss.numpy()
+    return batch * iters / (time.perf_counter() - start)

@@ -5,7 +5,7 @@ import json
 import os
 import subprocess
 
-__all__ = ["RESULTS", "cpu_model", "commit", "write"]
+__all__ = ["RESULTS", "cpu_model", "commit", "write", "run_json_worker"]
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -37,3 +37,13 @@ def write(name, result, text):
         json.dump(result, f, indent=1)
     with open(os.path.join(RESULTS, f"{name}.md"), "w") as f:
         f.write(text)
+
+
+def run_json_worker(cmd, env, what):
+    """Runs `cmd` (a benchmark's worker process) and returns the last JSON
+    line it printed; a RuntimeError with its stderr's tail if it failed."""
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"{what} worker failed ({out.returncode}):\n{out.stderr[-2000:]}")
+    return json.loads(lines[-1])

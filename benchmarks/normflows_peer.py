@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -47,24 +46,12 @@ def worker_tfp_flows(cfg, iters, threads):
     """Images/s of tfp_flows' Glow training step (fused Keras 3 Adam)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from _peers import num_params, ours_glow
-    from throughput import make_ops
+    from _peers import num_params, ours_glow, set_threads, train_images_per_second
 
-    import tfp_flows
-
-    x = tf.constant(pixels(cfg))
+    set_threads(threads)
     dist = ours_glow(cfg["shape"], cfg["levels"], cfg["steps"], cfg["hidden"])
-    tfp_flows.initialize(dist, x)
-    train = make_ops(dist, cfg["batch"], False, "fused")["train"]
-    for _ in range(WARMUP):
-        train(x).numpy()
-    start = time.perf_counter()
-    for _ in range(iters):
-        loss = train(x)
-    loss.numpy()
-    return cfg["batch"] * iters / (time.perf_counter() - start), num_params(dist)
+    rate = train_images_per_second(dist, tf.constant(pixels(cfg)), iters, WARMUP)
+    return rate, num_params(dist)
 
 
 def worker_normflows(cfg, iters, threads):
@@ -116,16 +103,12 @@ WORKERS = {"tfp_flows": worker_tfp_flows, "normflows": worker_normflows}
 
 
 def run_worker(python, lib, config, iters, threads):
+    from _results import run_json_worker
+
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(threads))
-    out = subprocess.run(
+    return run_json_worker(
         [python, os.path.abspath(__file__), "--worker", lib, "--config", config,
-         "--iters", str(iters), "--threads", str(threads)],
-        capture_output=True, text=True, env=env, check=False)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    if out.returncode != 0 or not lines:
-        raise RuntimeError(f"{lib} worker failed ({out.returncode}):\n"
-                           f"{out.stderr[-2000:]}")
-    return json.loads(lines[-1])
+         "--iters", str(iters), "--threads", str(threads)], env, lib)
 
 
 def main(argv=None):

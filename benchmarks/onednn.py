@@ -27,9 +27,7 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,41 +54,26 @@ def _build(name):
         from _peers import ours_glow
         cfg = CONFIGS[name]
         dist = ours_glow(cfg["shape"], cfg["levels"], cfg["steps"], cfg["hidden"])
-    return dist, tf.constant(pixels(cfg)), cfg["batch"]
+    return dist, tf.constant(pixels(cfg))
 
 
 def worker(name, iters, threads):
     """Images/s of one model's training step in this process."""
-    import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from throughput import make_ops
+    from _peers import set_threads, train_images_per_second
 
-    import tfp_flows
-
-    dist, x, batch = _build(name)
-    tfp_flows.initialize(dist, x)
-    train = make_ops(dist, batch, False, "fused")["train"]
-    for _ in range(WARMUP):
-        train(x).numpy()
-    start = time.perf_counter()
-    for _ in range(iters):
-        loss = train(x)
-    loss.numpy()
-    return batch * iters / (time.perf_counter() - start)
+    set_threads(threads)
+    dist, x = _build(name)
+    return train_images_per_second(dist, x, iters, WARMUP)
 
 
 def run_worker(name, onednn, iters, threads):
+    from _results import run_json_worker
+
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(threads),
                TF_ENABLE_ONEDNN_OPTS=str(int(onednn)))
-    out = subprocess.run(
+    return run_json_worker(
         [sys.executable, os.path.abspath(__file__), "--worker", name,
-         "--iters", str(iters), "--threads", str(threads)],
-        capture_output=True, text=True, env=env, check=False)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    if out.returncode != 0 or not lines:
-        raise RuntimeError(f"{name} worker failed ({out.returncode}):\n{out.stderr[-2000:]}")
-    return json.loads(lines[-1])["img_s"]
+         "--iters", str(iters), "--threads", str(threads)], env, name)["img_s"]
 
 
 def main(argv=None):
