@@ -241,6 +241,24 @@ def test_train_in_mixed_bfloat16_then_resume_in_float32(tmp_path):
             if isinstance(n, networks.GlowCNN)} == {"float32"}
 
 
+def test_clip_norm_reaches_the_optimizer_and_may_change_on_resume(tmp_path, capsys):
+    """--clip-norm N builds Adam with global_clipnorm=N, is recorded per
+    epoch in the history, and may be changed (or turned off with 0) when
+    resuming, e.g. to calm a run whose loss spiked."""
+    out = str(tmp_path / "clip")
+    assert cli.main(["train", "--out", out, "--clip-norm", "2.5"] + TINY) == 0
+    assert runs.read_json(os.path.join(out, runs.CONFIG))["clip_norm"] == 2.5
+    _, _, model, checkpoint = cli.trainer.open_run(out)
+    assert model.optimizer.global_clipnorm == 2.5
+    assert [h["clip_norm"] for h in checkpoint.history] == [2.5]
+    assert cli.main(["train", "--out", out, "--epochs", "2", "--clip-norm", "0",
+                     "--verbose", "0"]) == 0
+    _, _, model, checkpoint = cli.trainer.open_run(out)
+    assert model.optimizer.global_clipnorm is None
+    assert [h["clip_norm"] for h in checkpoint.history] == [2.5, None]
+    _one_line_error(capsys, ["train", "--clip-norm", "-1"], 2, "expected a number >= 0")
+
+
 def test_default_run_folder_is_model_and_dataset(tmp_path):
     assert recipes.default_run_folder() == os.path.join("runs", "glow-digits")
     assert recipes.default_run_folder("real_nvp", "fashion_mnist") == os.path.join(

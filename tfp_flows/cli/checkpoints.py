@@ -105,6 +105,7 @@ class CheckpointWriter(keras.callbacks.Callback):
             "epoch": epoch + 1, "train_bits_per_dim": value("bits_per_dim"),
             "validation_bits_per_dim": value("val_bits_per_dim"),
             "learning_rate": value("learning_rate"),
+            "clip_norm": getattr(self.model.optimizer, "global_clipnorm", None),
             "optimizer_steps": int(keras.ops.convert_to_numpy(
                 self.model.optimizer.iterations)),
             "seconds": (time.perf_counter() - self._started

@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "float32); mixed_bfloat16 computes them in bfloat16 (fast "
                    "on CPUs with AMX and on TPUs/GPUs with bfloat16), with "
                    "float32 variables, log-dets and priors; may change on resume")
+    p.add_argument("--clip-norm", type=_float(0.0, False), metavar="N",
+                   help="scale each step's gradients down to global norm N when "
+                   "larger (default: off; 0 turns it off); guards against rare "
+                   "huge gradients that spike the loss; may change on resume")
     p.add_argument("--seed", type=_int, help="default: 0")
     p.add_argument("--temperature", type=_float(0.0, False),
                    help="temperature of samples.png (default: 0.7)")
@@ -211,7 +215,8 @@ def _warn(message):
 def _train(args):
     keys = ("model", "dataset", "epochs", "batch_size", "learning_rate",
             "warmup_steps", "n_bits", "image_size", "skip_bad_files", "seed",
-            "temperature", "dequantization", "importance_samples", "precision")
+            "temperature", "dequantization", "importance_samples", "precision",
+            "clip_norm")
     requested = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.model_arg:
         requested["model_args"] = dict(args.model_arg)

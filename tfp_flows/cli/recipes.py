@@ -36,7 +36,7 @@ DEFAULTS: dict[str, Any] = dict(model="glow", dataset="digits", n_bits=8, image_
                 data_dir=None, skip_bad_files=False, batch_size=64, learning_rate=1e-3,
                 warmup_steps=100, seed=0, temperature=0.7, eval_draws=3,
                 keep_checkpoints=3, dequantization="uniform", importance_samples=0,
-                precision="float32")
+                precision="float32", clip_norm=None)
 
 #: ``--precision``: the Keras dtype policy the coupling networks are built
 #: under. ``mixed_bfloat16`` runs them in bfloat16 (AMX on recent Intel
@@ -44,6 +44,13 @@ DEFAULTS: dict[str, Any] = dict(model="glow", dataset="digits", n_bits=8, image_
 #: checkpoints are the same either way and a run may switch on resume.
 #: Measured: docs/performance.md.
 PRECISIONS = ("float32", "mixed_bfloat16")
+
+#: ``--clip-norm``: each step's gradients are scaled down to this global
+#: norm when they exceed it (Keras' ``global_clipnorm``); ``None`` (the
+#: default) leaves them alone. A guard against the rare step whose gradient
+#: is orders of magnitude above the rest, which throws Adam's moments off for
+#: an epoch (the loss spikes of the MNIST runs). 0 turns it off; may change
+#: on resume.
 
 #: ``--dequantization``: uniform noise (the papers' convention) or a learned
 #: q(u | x) (:class:`tfp_flows.dequantization.VariationalDequantization`).
@@ -198,7 +205,8 @@ def build_model(config: Mapping[str, Any]) -> FlowModel:
         deq = VariationalDequantization(dist.event_shape.as_list(), num_bins=int(bins),
                                         **_DEQUANTIZER_ARGS)
     model = FlowModel(dist, dequantization=deq)
-    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+    model.compile(optimizer=keras.optimizers.Adam(
+        config["learning_rate"], global_clipnorm=config.get("clip_norm") or None))
     return model
 
 

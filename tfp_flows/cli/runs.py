@@ -112,8 +112,8 @@ def resolve_config(stored: Mapping[str, Any], requested: Mapping[str, Any],
 
     Returns:
       ``stored`` with ``epochs``, ``data_dir`` (where the files are on
-      this machine), ``importance_samples`` and ``precision`` replaced if
-      requested.
+      this machine), ``importance_samples``, ``precision`` and
+      ``clip_norm`` replaced if requested.
 
     Raises:
       RunError: a setting of `FIXED_KEYS` differs from the stored one. (That
@@ -138,7 +138,8 @@ def resolve_config(stored: Mapping[str, Any], requested: Mapping[str, Any],
             f"{'; '.join(diffs)}. Resume it without those options, or choose "
             "another --out.")
     config = dict(stored)
-    for key in ("epochs", "data_dir", "importance_samples", "precision"):  # may change
+    for key in ("epochs", "data_dir", "importance_samples", "precision",
+                "clip_norm"):  # may change
         if key in requested:
             config[key] = requested[key]
     return config
