@@ -79,23 +79,13 @@ class Squeeze(FlowBijector):
 
     def _forward_event_shape(self, s):
         self._check_spatial(s, "event shape")
-        if s.rank is None:
-            return s
         f = self._factor
-        h, w, c = s[-3], s[-2], s[-1]
-        div = lambda d, k: None if d is None else d // k  # noqa: E731
-        mul = lambda d, k: None if d is None else d * k  # noqa: E731
-        return s[:-3].concatenate([div(h, f), div(w, f), mul(c, f * f)])
+        return _rescaled(s, (1, f), (f * f, 1))
 
     def _inverse_event_shape(self, s):
         self._check_depth(s)
-        if s.rank is None:
-            return s
         f = self._factor
-        h, w, c = s[-3], s[-2], s[-1]
-        div = lambda d, k: None if d is None else d // k  # noqa: E731
-        mul = lambda d, k: None if d is None else d * k  # noqa: E731
-        return s[:-3].concatenate([mul(h, f), mul(w, f), div(c, f * f)])
+        return _rescaled(s, (f, 1), (1, f * f))
 
     def _forward_event_shape_tensor(self, s):
         f = self._factor
@@ -104,3 +94,16 @@ class Squeeze(FlowBijector):
     def _inverse_event_shape_tensor(self, s):
         f = self._factor
         return tf.concat([s[:-3], s[-3:-1] * f, s[-1:] // (f * f)], 0)
+
+
+def _rescaled(s, spatial, channels):
+    """Static shape `s` with height and width scaled by the fraction
+    `spatial` = (numerator, denominator), channels by `channels` (exact: the
+    callers checked divisibility); unknown dimensions stay unknown."""
+    if s.rank is None:
+        return s
+
+    def scale(d, fraction):
+        return None if d is None else d * fraction[0] // fraction[1]
+    h, w, c = s[-3], s[-2], s[-1]
+    return s[:-3].concatenate([scale(h, spatial), scale(w, spatial), scale(c, channels)])
