@@ -81,6 +81,16 @@ def _float(minimum, strict):
     return parse
 
 
+def _decay(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a decay in (0, 1), got {text!r}")
+    return value
+
+
 def _model_arg(text):
     """``KEY=VALUE``; VALUE is read as JSON (numbers, true/false, null), else
     kept as a string."""
@@ -152,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale each step's gradients down to global norm N when "
                    "larger (default: off; 0 turns it off); guards against rare "
                    "huge gradients that spike the loss; may change on resume")
+    p.add_argument("--ema", type=_decay, metavar="DECAY",
+                   help="Polyak averaging: keep an exponential moving average of "
+                   "the weights with this decay, e.g. 0.999, and validate, test, "
+                   "sample and export with it (default: off; fixed for a run)")
     p.add_argument("--seed", type=_int, help="default: 0")
     p.add_argument("--temperature", type=_float(0.0, False),
                    help="temperature of samples.png (default: 0.7)")
@@ -216,7 +230,7 @@ def _train(args):
     keys = ("model", "dataset", "epochs", "batch_size", "learning_rate",
             "warmup_steps", "n_bits", "image_size", "skip_bad_files", "seed",
             "temperature", "dequantization", "importance_samples", "precision",
-            "clip_norm")
+            "clip_norm", "ema")
     requested = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.model_arg:
         requested["model_args"] = dict(args.model_arg)

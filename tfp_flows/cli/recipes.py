@@ -27,7 +27,8 @@ from tfp_flows.dequantization import VariationalDequantization
 from tfp_flows.training import FlowModel
 
 __all__ = ["DEFAULTS", "DEQUANTIZATIONS", "MODELS", "PRECISIONS", "dataset_label",
-           "default_run_folder", "model_args_for", "new_config", "build_model", "datasets",
+           "default_run_folder", "model_args_for", "new_config", "build_model",
+           "use_averaged_weights", "datasets",
            "EVAL_BATCH"]
 
 MODELS = ("glow", "real_nvp", "nice")
@@ -36,7 +37,7 @@ DEFAULTS: dict[str, Any] = dict(model="glow", dataset="digits", n_bits=8, image_
                 data_dir=None, skip_bad_files=False, batch_size=64, learning_rate=1e-3,
                 warmup_steps=100, seed=0, temperature=0.7, eval_draws=3,
                 keep_checkpoints=3, dequantization="uniform", importance_samples=0,
-                precision="float32", clip_norm=None)
+                precision="float32", clip_norm=None, ema=None)
 
 #: ``--precision``: the Keras dtype policy the coupling networks are built
 #: under. ``mixed_bfloat16`` runs them in bfloat16 (AMX on recent Intel
@@ -51,6 +52,12 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 #: is orders of magnitude above the rest, which throws Adam's moments off for
 #: an epoch (the loss spikes of the MNIST runs). 0 turns it off; may change
 #: on resume.
+
+#: ``--ema``: Polyak averaging. The optimizer keeps an exponential moving
+#: average of the weights with this decay (Keras' ``use_ema``); validation,
+#: the choice of epoch, test, samples and export use the averaged weights,
+#: checkpoints keep both (training resumes from the raw ones). Fixed for a
+#: run.
 
 #: ``--dequantization``: uniform noise (the papers' convention) or a learned
 #: q(u | x) (:class:`tfp_flows.dequantization.VariationalDequantization`).
@@ -205,9 +212,23 @@ def build_model(config: Mapping[str, Any]) -> FlowModel:
         deq = VariationalDequantization(dist.event_shape.as_list(), num_bins=int(bins),
                                         **_DEQUANTIZER_ARGS)
     model = FlowModel(dist, dequantization=deq)
+    ema = config.get("ema")
     model.compile(optimizer=keras.optimizers.Adam(
-        config["learning_rate"], global_clipnorm=config.get("clip_norm") or None))
+        config["learning_rate"], global_clipnorm=config.get("clip_norm") or None,
+        use_ema=ema is not None, ema_momentum=0.99 if ema is None else ema))
     return model
+
+
+def use_averaged_weights(model: FlowModel) -> None:
+    """Replaces `model`'s trainable weights by the optimizer's exponential
+    moving averages when the run keeps them (``--ema``); else nothing.
+
+    The weights a checkpoint restores are the raw ones (training resumes
+    from them); the run's model -- scored, sampled, exported -- is their
+    average.
+    """
+    if getattr(model.optimizer, "use_ema", False):
+        model.optimizer.finalize_variable_values(model.trainable_variables)
 
 
 def datasets(config: Mapping[str, Any], first_epoch: int = 0,

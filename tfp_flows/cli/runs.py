@@ -59,10 +59,11 @@ CHECKPOINTS = "checkpoints"
 # Settings that define a run; resuming with a different value is an error.
 # (``epochs`` may change: raising it extends a finished run.)
 FIXED_KEYS = ("model", "dataset", "n_bits", "image_size", "skip_bad_files", "model_args",
-              "batch_size", "learning_rate", "warmup_steps", "seed", "dequantization")
+              "batch_size", "learning_rate", "warmup_steps", "seed", "dequantization",
+              "ema")
 
 # Settings added after some runs were created: their value in those runs.
-_ADDED_KEYS = {"dequantization": "uniform"}
+_ADDED_KEYS = {"dequantization": "uniform", "ema": None}
 
 _NAME = re.compile(r"^epoch-(\d{4,})\.json$")
 

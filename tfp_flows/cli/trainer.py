@@ -24,7 +24,7 @@ from tensorflow_probability import distributions as tfd
 import tfp_flows
 from tfp_flows import plots
 from tfp_flows.cli import recipes, runs
-from tfp_flows.cli.recipes import build_model, datasets, new_config
+from tfp_flows.cli.recipes import build_model, datasets, new_config, use_averaged_weights
 from tfp_flows.dequantization import importance_weighted_bits_per_dim as _iw_batch
 from tfp_flows.training import FlowModel, LinearWarmup
 from tfp_flows.training.guards import NaNGuard, TrainingDivergedError
@@ -67,6 +67,7 @@ def open_run(
                             f"(tfp-flows train --out {path}).")
     model = build_model(config)
     folder.restore(model, checkpoint)
+    use_averaged_weights(model)
     return folder, config, model, checkpoint
 
 
@@ -176,6 +177,9 @@ def train(path: PathLike, requested: Mapping[str, Any], *,
             f"{config['dataset']} in {path}: epochs {start + 1}..{config['epochs']}"
             f" ({model.count_params():,} parameters)")
         guard = NaNGuard()
+        # --ema: validate (and so choose the epoch) with the averaged weights
+        averaging = ([keras.callbacks.SwapEMAWeights()]
+                     if model.optimizer.use_ema else [])
         writer = runs.CheckpointWriter(folder, history, guard,
                                        config["keep_checkpoints"])
         t0 = time.perf_counter()
@@ -184,7 +188,7 @@ def train(path: PathLike, requested: Mapping[str, Any], *,
                   validation_data=validation_data, shuffle=False, verbose=verbose,
                   callbacks=[LinearWarmup(config["learning_rate"],
                                           config["warmup_steps"]),
-                             guard, writer])
+                             *averaging, guard, writer])
         if guard.failure is not None:
             last = writer.last or checkpoint
             kept = (f"the last good checkpoint, {last.path} (epoch {last.epoch}), "
@@ -242,6 +246,7 @@ def finalize(folder: runs.RunFolder, config: Mapping[str, Any], model: FlowModel
     if best is not None and best.epoch != epoch:
         folder.restore(model, best)
         selected = best.epoch
+    use_averaged_weights(model)  # the run's model: its weights' average (--ema)
     test_bpd = evaluate_bits_per_dim(model, test_data, config["eval_draws"],
                                      config["seed"])
     deq_kind = config.get("dequantization", "uniform")
