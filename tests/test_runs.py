@@ -122,6 +122,44 @@ def test_unreadable_manifest_and_orphan_weights_are_skipped(two_epoch_run, tmp_p
     assert any("epoch-0002.json is unreadable" in m for m in messages), messages
 
 
+def test_partial_checkpoint_continues_the_latest_epoch_only(two_epoch_run, tmp_path):
+    folder, messages = _copy_run(two_epoch_run[0], str(tmp_path / "r"))
+    model = two_epoch_run[2]
+    latest = folder.latest_checkpoint()
+    saved = folder.save_partial(model, latest.epoch, 2, 3, 3.5, 1.25)
+    found = folder.partial_checkpoint(latest)
+    assert found is not None and found.path == saved.path
+    assert (found.manifest["step"], found.manifest["steps_in_epoch"]) == (2, 3)
+    # a newer save replaces it (a new weights file, the manifest renamed over)
+    model.optimizer.iterations.assign_add(1)
+    newer = folder.save_partial(model, latest.epoch, 2, 3, 3.4, 1.5)
+    assert not os.path.exists(saved.path) and os.path.exists(newer.path)
+    model.optimizer.iterations.assign_add(-1)
+    # inside an older epoch (a kill between an epoch's checkpoint and its
+    # clean-up): stale, removed
+    older = folder.latest_checkpoint()
+    assert folder.partial_checkpoint(runs.Checkpoint(older.epoch + 1, older.path,
+                                                     older.manifest)) is None
+    assert not any(n.startswith(runs.PARTIAL) for n in os.listdir(folder.checkpoint_dir))
+    # an epoch's checkpoint supersedes the partial one of that epoch
+    folder.save_partial(model, latest.epoch, 2, 3, 3.5, 1.25)
+    folder.save_checkpoint(model, latest.epoch + 1, latest.history)
+    assert not any(n.startswith(runs.PARTIAL) for n in os.listdir(folder.checkpoint_dir))
+    assert messages == []
+
+
+def test_damaged_partial_checkpoint_is_reported_and_skipped(two_epoch_run, tmp_path):
+    folder, messages = _copy_run(two_epoch_run[0], str(tmp_path / "r"))
+    latest = folder.latest_checkpoint()
+    saved = folder.save_partial(two_epoch_run[2], latest.epoch, 1, 3, 3.5, 0.5)
+    with open(saved.path, "r+b") as f:
+        f.truncate(100)
+    assert folder.partial_checkpoint(latest) is None
+    assert any(saved.path in m and "truncated" in m and "end of epoch 2" in m
+               for m in messages), messages
+    assert os.path.exists(saved.path + ".corrupt")
+
+
 def test_nan_stops_training_and_keeps_last_good_checkpoint(two_epoch_run, tmp_path):
     folder, _ = _copy_run(two_epoch_run[0], str(tmp_path / "r"))
     before = {n: _sha(os.path.join(folder.checkpoint_dir, n))
@@ -187,6 +225,49 @@ def _env():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def test_sigkill_after_a_partial_checkpoint_resumes_at_its_step(tmp_path):
+    """With --checkpoint-minutes, a run killed inside epoch 2 resumes at the
+    step of its last partial checkpoint: the finished run has made exactly
+    2 epochs of optimizer steps (none lost, none repeated)."""
+    out = str(tmp_path / "run")
+    argv = _cli(out, 2) + ["--checkpoint-minutes", "0.002"]  # every 0.12 s
+    partial = os.path.join(out, "checkpoints", runs.PARTIAL + ".json")
+    first_manifest = os.path.join(out, "checkpoints", "epoch-0001.json")
+    proc = subprocess.Popen(argv, cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not (os.path.exists(first_manifest) and os.path.exists(partial)
+                   and runs.read_json(partial)["epoch"] == 1):
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no partial checkpoint in epoch 2"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert not os.path.exists(os.path.join(out, "checkpoints", "epoch-0002.json")), \
+        "the kill came after epoch 2 finished"
+    step = runs.read_json(partial)["step"]
+    steps = data.digits.SPLIT_SIZES["train"] // BATCH
+    assert 0 < step < steps
+
+    done = subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"epochs 2..2, epoch 2 from step {step} of {steps}" in done.stdout
+    metrics = runs.read_json(os.path.join(out, runs.METRICS))
+    assert metrics["optimizer_steps"] == 2 * steps
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["history"][1]["resumed_at_step"] == step
+    assert np.isfinite(metrics["history"][1]["train_bits_per_dim"])
+    assert not any(n.startswith(runs.PARTIAL)
+                   for n in os.listdir(os.path.join(out, "checkpoints")))
 
 
 def test_sigkill_mid_epoch_then_same_command_resumes_and_finishes(tmp_path):

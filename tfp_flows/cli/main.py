@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Polyak averaging: keep an exponential moving average of "
                    "the weights with this decay, e.g. 0.999, and validate, test, "
                    "sample and export with it (default: off; fixed for a run)")
+    p.add_argument("--checkpoint-minutes", type=_float(0.0, False), metavar="M",
+                   help="also checkpoint inside an epoch every M minutes, so that "
+                   "a kill loses at most that (default: 10; 0: only at epoch "
+                   "ends); may change on resume")
     p.add_argument("--seed", type=_int, help="default: 0")
     p.add_argument("--temperature", type=_float(0.0, False),
                    help="temperature of samples.png (default: 0.7)")
@@ -230,7 +234,7 @@ def _train(args):
     keys = ("model", "dataset", "epochs", "batch_size", "learning_rate",
             "warmup_steps", "n_bits", "image_size", "skip_bad_files", "seed",
             "temperature", "dequantization", "importance_samples", "precision",
-            "clip_norm", "ema")
+            "clip_norm", "ema", "checkpoint_minutes")
     requested = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.model_arg:
         requested["model_args"] = dict(args.model_arg)

@@ -37,7 +37,8 @@ DEFAULTS: dict[str, Any] = dict(model="glow", dataset="digits", n_bits=8, image_
                 data_dir=None, skip_bad_files=False, batch_size=64, learning_rate=1e-3,
                 warmup_steps=100, seed=0, temperature=0.7, eval_draws=3,
                 keep_checkpoints=3, dequantization="uniform", importance_samples=0,
-                precision="float32", clip_norm=None, ema=None)
+                precision="float32", clip_norm=None, ema=None,
+                checkpoint_minutes=10.0)
 
 #: ``--precision``: the Keras dtype policy the coupling networks are built
 #: under. ``mixed_bfloat16`` runs them in bfloat16 (AMX on recent Intel
@@ -236,7 +237,8 @@ def datasets(config: Mapping[str, Any], first_epoch: int = 0,
     """The run's training (or other split's) pipeline.
 
     The shuffle seed is offset by ``first_epoch`` so that a resumed run does
-    not replay the first epochs' order.
+    not replay the first epochs' order (a run resumed inside an epoch passes
+    its optimizer step instead).
     """
     training = split == "train"
     return data.load(config["dataset"], split,

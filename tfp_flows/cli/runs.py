@@ -8,6 +8,9 @@ Layout of a run folder (written by ``tfp-flows train``)::
       epoch-0007.weights.h5  Keras weights: the flow and the optimizer state
       epoch-0007.json        its manifest: epoch, size, SHA-256, history,
                              validation bits/dim
+      partial-000005400.weights.h5   inside epoch 8: the weights after
+      partial.json           some of its steps, and their manifest (every
+                             ``checkpoint_minutes``; removed at the epoch's end)
     metrics.json             final figures: test_bits_per_dim (once, of the
                              epoch with the lowest validation bits/dim)
     samples.png              sample grid
@@ -18,7 +21,10 @@ Layout of a run folder (written by ``tfp-flows train``)::
 disk and renamed into place; its manifest is written the same way *after*
 it. A checkpoint counts only once its manifest exists, so a process killed at
 any instant (even with SIGKILL) leaves either the new checkpoint complete or
-the previous one as the latest. Every manifest carries the per-epoch history,
+the previous one as the latest. Inside an epoch, a partial checkpoint is
+written the same way every few minutes; a resumed run continues from it
+(the rest of that epoch's batches, then the next epochs), so a kill loses
+at most those minutes. Every manifest carries the per-epoch history,
 so the training curve resumes with the weights. Besides the last ``keep``
 checkpoints, the one with the lowest validation bits/dim so far is kept: the
 run's final model (:meth:`RunFolder.best_checkpoint`).
@@ -41,10 +47,16 @@ from typing import Any
 
 import keras
 
-from tfp_flows.cli.checkpoints import Checkpoint, CheckpointWriter, fsync_file, sha256
+from tfp_flows.cli.checkpoints import (
+    Checkpoint,
+    CheckpointWriter,
+    PartialCheckpointWriter,
+    fsync_file,
+    sha256,
+)
 from tfp_flows.typing import PathLike
 
-__all__ = ["RunFolder", "Checkpoint", "CheckpointWriter", "RunError",
+__all__ = ["RunFolder", "Checkpoint", "CheckpointWriter", "PartialCheckpointWriter", "RunError",
            "CheckpointError", "write_json", "read_json", "resolve_config",
            "FIXED_KEYS", "CONFIG", "METRICS", "SAMPLES", "CURVE", "SAVED_MODEL",
            "CHECKPOINTS"]
@@ -55,6 +67,7 @@ SAMPLES = "samples.png"
 CURVE = "training_curve.png"
 SAVED_MODEL = "saved_model"
 CHECKPOINTS = "checkpoints"
+PARTIAL = "partial"  # checkpoints/partial.{weights.h5,json}: inside an epoch
 
 # Settings that define a run; resuming with a different value is an error.
 # (``epochs`` may change: raising it extends a finished run.)
@@ -113,8 +126,8 @@ def resolve_config(stored: Mapping[str, Any], requested: Mapping[str, Any],
 
     Returns:
       ``stored`` with ``epochs``, ``data_dir`` (where the files are on
-      this machine), ``importance_samples``, ``precision`` and
-      ``clip_norm`` replaced if requested.
+      this machine), ``importance_samples``, ``precision``, ``clip_norm``
+      and ``checkpoint_minutes`` replaced if requested.
 
     Raises:
       RunError: a setting of `FIXED_KEYS` differs from the stored one. (That
@@ -140,7 +153,7 @@ def resolve_config(stored: Mapping[str, Any], requested: Mapping[str, Any],
             "another --out.")
     config = dict(stored)
     for key in ("epochs", "data_dir", "importance_samples", "precision",
-                "clip_norm"):  # may change
+                "clip_norm", "checkpoint_minutes"):  # may change
         if key in requested:
             config[key] = requested[key]
     return config
@@ -209,9 +222,10 @@ class RunFolder:
     def _weights_path(self, epoch):
         return os.path.join(self.checkpoint_dir, f"epoch-{epoch:04d}.weights.h5")
 
-    def verify(self, epoch: int, manifest_path: str) -> tuple[Checkpoint | None, str | None]:
-        """``(Checkpoint, None)`` if intact, else ``(None, reason)``."""
-        path = self._weights_path(epoch)
+    def _verified(self, path: str, manifest_path: str
+                  ) -> tuple[dict[str, Any] | None, str | None]:
+        """``(manifest, None)`` if the weights at `path` match their
+        manifest's size and SHA-256, else ``(None, reason)``."""
         try:
             manifest = read_json(manifest_path, "checkpoint manifest")
         except RunError as e:
@@ -225,6 +239,14 @@ class RunFolder:
         if sha256(path) != manifest.get("sha256"):
             return None, (f"{path} is corrupted: its SHA-256 does not match "
                           f"{os.path.basename(manifest_path)}")
+        return manifest, None
+
+    def verify(self, epoch: int, manifest_path: str) -> tuple[Checkpoint | None, str | None]:
+        """``(Checkpoint, None)`` if intact, else ``(None, reason)``."""
+        path = self._weights_path(epoch)
+        manifest, reason = self._verified(path, manifest_path)
+        if manifest is None:
+            return None, reason
         return Checkpoint(epoch, path, manifest), None
 
     def latest_checkpoint(self, quarantine: bool = False) -> Checkpoint | None:
@@ -267,9 +289,28 @@ class RunFolder:
                 f"cannot load {checkpoint.path} into this model ({e}); the "
                 f"file or {CONFIG} was changed by hand.") from e
 
+    def _write_weights(self, model: keras.Model, path: str) -> dict[str, Any]:
+        """Saves `model`'s weights and optimizer state to `path` atomically
+        (temporary file, flushed, renamed); their manifest fields."""
+        os.makedirs(self.checkpoint_dir, exist_ok=True)
+        tmp = os.path.join(self.checkpoint_dir,
+                           f".tmp-{os.getpid()}-{os.path.basename(path)}")
+        model.save_weights(tmp)
+        fsync_file(tmp)
+        os.replace(tmp, path)
+        optimizer = getattr(model, "optimizer", None)
+        steps = (int(keras.ops.convert_to_numpy(optimizer.iterations))
+                 if optimizer is not None else None)
+        return {"format": 1, "file": os.path.basename(path),
+                "bytes": os.path.getsize(path), "sha256": sha256(path),
+                "optimizer_steps": steps}
+
     def save_checkpoint(self, model: keras.Model, epoch: int,
                         history: Iterable[Mapping[str, Any]], keep: int = 3) -> Checkpoint:
         """Writes the weights of epoch `epoch` (1-based) and its manifest.
+
+        A partial checkpoint of that epoch (:meth:`save_partial`) is
+        superseded and removed.
 
         Args:
           model: a compiled Keras model (its optimizer state is saved too).
@@ -280,26 +321,90 @@ class RunFolder:
         Returns:
           The written :class:`Checkpoint`.
         """
-        os.makedirs(self.checkpoint_dir, exist_ok=True)
         path = self._weights_path(epoch)
-        tmp = os.path.join(self.checkpoint_dir,
-                           f".tmp-{os.getpid()}-{os.path.basename(path)}")
-        model.save_weights(tmp)
-        fsync_file(tmp)
-        os.replace(tmp, path)
-        optimizer = getattr(model, "optimizer", None)
-        steps = (int(keras.ops.convert_to_numpy(optimizer.iterations))
-                 if optimizer is not None else None)
         history = list(history)
         last = history[-1] if history else {}
-        manifest = {"format": 1, "epoch": int(epoch),
-                    "file": os.path.basename(path),
-                    "bytes": os.path.getsize(path), "sha256": sha256(path),
-                    "optimizer_steps": steps, "history": list(history),
+        manifest = {**self._write_weights(model, path), "epoch": int(epoch),
+                    "history": history,
                     "validation_bits_per_dim": last.get("validation_bits_per_dim")}
         write_json(path[:-len(".weights.h5")] + ".json", manifest)
+        self.discard_partial()
         self._prune(keep)
         return Checkpoint(int(epoch), path, manifest)
+
+    # -- partial checkpoints: within an epoch ---------------------------------------
+    def save_partial(self, model: keras.Model, epoch: int, step: int,
+                     steps_in_epoch: int, train_bits_per_dim: float | None,
+                     seconds: float) -> Checkpoint:
+        """Writes a checkpoint taken inside an epoch (``checkpoints/
+        partial.weights.h5`` and ``partial.json``, replacing the previous
+        one), so that a kill loses at most the steps since.
+
+        Args:
+          model: the compiled model.
+          epoch: number of completed epochs (the partial one is ``epoch + 1``).
+          step: batches of epoch ``epoch + 1`` done.
+          steps_in_epoch: batches in a whole epoch.
+          train_bits_per_dim: mean training bits/dim over those `step` batches.
+          seconds: training time of those batches.
+        """
+        # A new weights file per save, named by the optimizer step, and the
+        # manifest renamed over the old one after it: a kill at any instant
+        # leaves the old pair or the new pair intact.
+        steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        path = os.path.join(self.checkpoint_dir, f"{PARTIAL}-{steps:09d}.weights.h5")
+        manifest = {**self._write_weights(model, path), "epoch": int(epoch),
+                    "step": int(step), "steps_in_epoch": int(steps_in_epoch),
+                    "train_bits_per_dim": train_bits_per_dim, "seconds": float(seconds)}
+        write_json(os.path.join(self.checkpoint_dir, PARTIAL + ".json"), manifest)
+        self._remove_partial_weights(keep=os.path.basename(path))
+        return Checkpoint(int(epoch), path, manifest)
+
+    def _remove_partial_weights(self, keep: str | None = None) -> None:
+        for name in os.listdir(self.checkpoint_dir):
+            if name.startswith(PARTIAL + "-") and name.endswith(".weights.h5") \
+                    and name != keep:
+                os.remove(os.path.join(self.checkpoint_dir, name))
+
+    def partial_checkpoint(self, after: Checkpoint | None) -> Checkpoint | None:
+        """The intact partial checkpoint that continues `after` (the latest
+        epoch checkpoint, None before the first), else None.
+
+        A partial checkpoint of an earlier epoch (left by a kill between an
+        epoch's checkpoint and its clean-up) is removed; a damaged one is
+        reported through ``log``, renamed to ``*.corrupt`` and skipped: the
+        run then resumes from the end of `after`'s epoch.
+        """
+        manifest_path = os.path.join(self.checkpoint_dir, PARTIAL + ".json")
+        if not os.path.exists(manifest_path):
+            return None
+        try:
+            name = str(read_json(manifest_path, "partial checkpoint manifest")["file"])
+        except (RunError, KeyError):
+            name = PARTIAL + ".weights.h5"  # unreadable: reported just below
+        path = os.path.join(self.checkpoint_dir, os.path.basename(name))
+        manifest, reason = self._verified(path, manifest_path)
+        epoch = 0 if after is None else after.epoch
+        if manifest is None:
+            self.log(f"warning: skipping a bad partial checkpoint: {reason}; "
+                     f"resuming from the end of epoch {epoch}.")
+            for p in (manifest_path, path):
+                if os.path.exists(p):
+                    os.replace(p, p + ".corrupt")
+            return None
+        if manifest.get("epoch") != epoch or not (
+                0 < int(manifest.get("step", 0)) < int(manifest.get("steps_in_epoch", 0))):
+            self.discard_partial()
+            return None
+        return Checkpoint(epoch, path, manifest)
+
+    def discard_partial(self) -> None:
+        """Removes the partial checkpoint, if any (its manifest first)."""
+        manifest_path = os.path.join(self.checkpoint_dir, PARTIAL + ".json")
+        if os.path.exists(manifest_path):
+            os.remove(manifest_path)
+        if os.path.isdir(self.checkpoint_dir):
+            self._remove_partial_weights()
 
     @staticmethod
     def _validation_of(manifest_path):

@@ -173,22 +173,42 @@ def train(path: PathLike, requested: Mapping[str, Any], *,
                 "train it further.")
             return metrics
     if start < config["epochs"]:
-        log(f"{'resuming' if start else 'training'} {config['model']} on "
+        partial = folder.partial_checkpoint(checkpoint)
+        where = ""
+        if partial is not None:
+            folder.restore(model, partial)
+            where = (f", epoch {start + 1} from step {partial.manifest['step']} of "
+                     f"{partial.manifest['steps_in_epoch']}")
+        log(f"{'resuming' if start or partial else 'training'} {config['model']} on "
             f"{config['dataset']} in {path}: epochs {start + 1}..{config['epochs']}"
-            f" ({model.count_params():,} parameters)")
+            f"{where} ({model.count_params():,} parameters)")
         guard = NaNGuard()
         # --ema: validate (and so choose the epoch) with the averaged weights
         averaging = ([keras.callbacks.SwapEMAWeights()]
                      if model.optimizer.use_ema else [])
         writer = runs.CheckpointWriter(folder, history, guard,
-                                       config["keep_checkpoints"])
+                                       config["keep_checkpoints"], partial=partial)
+        partials = runs.PartialCheckpointWriter(
+            folder, config.get("checkpoint_minutes", recipes.DEFAULTS["checkpoint_minutes"]),
+            guard, partial=partial)
+        callbacks = [LinearWarmup(config["learning_rate"], config["warmup_steps"]),
+                     *averaging, guard, writer, partials]
         t0 = time.perf_counter()
-        model.fit(train_data if train_data is not None else datasets(config, start),
-                  epochs=config["epochs"], initial_epoch=start,
-                  validation_data=validation_data, shuffle=False, verbose=verbose,
-                  callbacks=[LinearWarmup(config["learning_rate"],
-                                          config["warmup_steps"]),
-                             *averaging, guard, writer])
+        if partial is not None:
+            # the rest of the interrupted epoch: its remaining number of
+            # batches, drawn afresh (the order is not replayed)
+            remaining = partial.manifest["steps_in_epoch"] - partial.manifest["step"]
+            rest = (train_data if train_data is not None else
+                    datasets(config, partial.manifest["optimizer_steps"]))
+            model.fit(rest.take(remaining), epochs=start + 1, initial_epoch=start,
+                      validation_data=validation_data, shuffle=False, verbose=verbose,
+                      callbacks=callbacks)
+        if guard.failure is None and (partial is None or start + 1 < config["epochs"]):
+            first = start + (partial is not None)
+            model.fit(train_data if train_data is not None else datasets(config, first),
+                      epochs=config["epochs"], initial_epoch=first,
+                      validation_data=validation_data, shuffle=False, verbose=verbose,
+                      callbacks=callbacks)
         if guard.failure is not None:
             last = writer.last or checkpoint
             kept = (f"the last good checkpoint, {last.path} (epoch {last.epoch}), "
