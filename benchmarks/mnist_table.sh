@@ -48,6 +48,13 @@ PY
     for m in $keep; do
       cp "$run/checkpoints/$m" "$run/checkpoints/${m%.json}.weights.h5" "$dest/checkpoints/"
     done
+    # a checkpoint inside the next epoch (tfp-flows train --checkpoint-minutes)
+    if [ -f "$run/checkpoints/partial.json" ]; then
+      weights=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["file"])' \
+                "$run/checkpoints/partial.json")
+      cp "$run/checkpoints/$weights" "$run/checkpoints/partial.json" "$dest/checkpoints/"
+      keep="$keep partial.json"
+    fi
     echo "saved $run ($keep) to $dest"
   done
   exit 0
