@@ -227,6 +227,27 @@ def _env():
     return env
 
 
+def _kill_when(argv, ready, what, delay=0.0):
+    """Starts the command, SIGKILLs it `delay` seconds after `ready()` holds
+    (fails with `what` if it never does within START_TIMEOUT_S)."""
+    proc = subprocess.Popen(argv, cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready():
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, what
+            time.sleep(0.01)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
 def test_sigkill_after_a_partial_checkpoint_resumes_at_its_step(tmp_path):
     """With --checkpoint-minutes, a run killed inside epoch 2 resumes at the
     step of its last partial checkpoint: the finished run has made exactly
@@ -235,22 +256,8 @@ def test_sigkill_after_a_partial_checkpoint_resumes_at_its_step(tmp_path):
     argv = _cli(out, 2) + ["--checkpoint-minutes", "0.002"]  # every 0.12 s
     partial = os.path.join(out, "checkpoints", runs.PARTIAL + ".json")
     first_manifest = os.path.join(out, "checkpoints", "epoch-0001.json")
-    proc = subprocess.Popen(argv, cwd=REPO, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not (os.path.exists(first_manifest) and os.path.exists(partial)
-                   and runs.read_json(partial)["epoch"] == 1):
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no partial checkpoint in epoch 2"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+    _kill_when(argv, lambda: os.path.exists(first_manifest) and os.path.exists(partial)
+               and runs.read_json(partial)["epoch"] == 1, "no partial checkpoint in epoch 2")
     assert not os.path.exists(os.path.join(out, "checkpoints", "epoch-0002.json")), \
         "the kill came after epoch 2 finished"
     step = runs.read_json(partial)["step"]
@@ -273,23 +280,9 @@ def test_sigkill_after_a_partial_checkpoint_resumes_at_its_step(tmp_path):
 def test_sigkill_mid_epoch_then_same_command_resumes_and_finishes(tmp_path):
     out = str(tmp_path / "run")
     first_manifest = os.path.join(out, "checkpoints", "epoch-0001.json")
-    proc = subprocess.Popen(_cli(out, 2), cwd=REPO, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not os.path.exists(first_manifest):
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint within the timeout"
-            time.sleep(0.01)
-        # Epoch 2 takes ~1 s or more (299 steps of batch 4): kill inside it.
-        time.sleep(0.1)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+    # Epoch 2 takes ~1 s or more (299 steps of batch 4): kill inside it.
+    _kill_when(_cli(out, 2), lambda: os.path.exists(first_manifest),
+               "no checkpoint within the timeout", delay=0.1)
     assert not os.path.exists(os.path.join(out, "checkpoints", "epoch-0002.json")), \
         "the kill came after epoch 2 finished; the test did not kill mid-epoch"
     assert not os.path.exists(os.path.join(out, runs.METRICS))
