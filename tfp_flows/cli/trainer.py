@@ -173,56 +173,73 @@ def train(path: PathLike, requested: Mapping[str, Any], *,
                 "train it further.")
             return metrics
     if start < config["epochs"]:
-        partial = folder.partial_checkpoint(checkpoint)
-        where = ""
-        if partial is not None:
-            folder.restore(model, partial)
-            where = (f", epoch {start + 1} from step {partial.manifest['step']} of "
-                     f"{partial.manifest['steps_in_epoch']}")
-        log(f"{'resuming' if start or partial else 'training'} {config['model']} on "
-            f"{config['dataset']} in {path}: epochs {start + 1}..{config['epochs']}"
-            f"{where} ({model.count_params():,} parameters)")
-        guard = NaNGuard()
-        # --ema: validate (and so choose the epoch) with the averaged weights
-        averaging = ([keras.callbacks.SwapEMAWeights()]
-                     if model.optimizer.use_ema else [])
-        writer = runs.CheckpointWriter(folder, history, guard,
-                                       config["keep_checkpoints"], partial=partial)
-        partials = runs.PartialCheckpointWriter(
-            folder, config.get("checkpoint_minutes", recipes.DEFAULTS["checkpoint_minutes"]),
-            guard, partial=partial)
-        callbacks = [LinearWarmup(config["learning_rate"], config["warmup_steps"]),
-                     *averaging, guard, writer, partials]
-        t0 = time.perf_counter()
-        if partial is not None:
-            # the rest of the interrupted epoch: its remaining number of
-            # batches, drawn afresh (the order is not replayed)
-            remaining = partial.manifest["steps_in_epoch"] - partial.manifest["step"]
-            rest = (train_data if train_data is not None else
-                    datasets(config, partial.manifest["optimizer_steps"]))
-            model.fit(rest.take(remaining), epochs=start + 1, initial_epoch=start,
-                      validation_data=validation_data, shuffle=False, verbose=verbose,
-                      callbacks=callbacks)
-        if guard.failure is None and (partial is None or start + 1 < config["epochs"]):
-            first = start + (partial is not None)
-            model.fit(train_data if train_data is not None else datasets(config, first),
-                      epochs=config["epochs"], initial_epoch=first,
-                      validation_data=validation_data, shuffle=False, verbose=verbose,
-                      callbacks=callbacks)
-        if guard.failure is not None:
-            last = writer.last or checkpoint
-            kept = (f"the last good checkpoint, {last.path} (epoch {last.epoch}), "
-                    "is intact" if last else "no checkpoint was written")
-            raise TrainingDivergedError(
-                f"training diverged: {guard.failure.describe()}; {kept}. Lower "
-                "the learning rate or raise --warmup-steps in a new run folder, "
-                "or resume this one with the same command.")
-        history = writer.history
-        log(f"trained {config['epochs'] - start} epochs in "
-            f"{time.perf_counter() - t0:.0f} s")
+        history = _fit(folder, config, model, checkpoint, train_data,
+                       validation_data, verbose, log)
     if test_data is None:
         test_data = datasets(config, split="test")
     return finalize(folder, config, model, history, test_data, log)
+
+
+def _fit(folder: runs.RunFolder, config: Mapping[str, Any], model: FlowModel,
+         checkpoint: runs.Checkpoint | None, train_data: tf.data.Dataset | None,
+         validation_data: tf.data.Dataset, verbose: int,
+         log: Callable[[str], Any]) -> list[dict[str, Any]]:
+    """Trains from `checkpoint` (already restored into `model`; None: from
+    the start) to the config's last epoch, first finishing an interrupted
+    epoch from its partial checkpoint, if any. Returns the whole history.
+
+    Raises:
+      TrainingDivergedError: the loss or a weight became NaN/Inf.
+    """
+    start = 0 if checkpoint is None else checkpoint.epoch
+    history = [] if checkpoint is None else checkpoint.history
+    partial = folder.partial_checkpoint(checkpoint)
+    where = ""
+    if partial is not None:
+        folder.restore(model, partial)
+        where = (f", epoch {start + 1} from step {partial.manifest['step']} of "
+                 f"{partial.manifest['steps_in_epoch']}")
+    log(f"{'resuming' if start or partial else 'training'} {config['model']} on "
+        f"{config['dataset']} in {folder.path}: epochs {start + 1}..{config['epochs']}"
+        f"{where} ({model.count_params():,} parameters)")
+    guard = NaNGuard()
+    # --ema: validate (and so choose the epoch) with the averaged weights
+    averaging = [keras.callbacks.SwapEMAWeights()] if model.optimizer.use_ema else []
+    writer = runs.CheckpointWriter(folder, history, guard, config["keep_checkpoints"],
+                                   partial=partial)
+    partials = runs.PartialCheckpointWriter(
+        folder, config.get("checkpoint_minutes", recipes.DEFAULTS["checkpoint_minutes"]),
+        guard, partial=partial)
+    callbacks = [LinearWarmup(config["learning_rate"], config["warmup_steps"]),
+                 *averaging, guard, writer, partials]
+
+    def fit(data, first, last):
+        model.fit(data, epochs=last, initial_epoch=first, validation_data=validation_data,
+                  shuffle=False, verbose=verbose, callbacks=callbacks)
+
+    t0 = time.perf_counter()
+    first = start
+    if partial is not None:
+        # the rest of the interrupted epoch: its remaining number of batches,
+        # drawn afresh (the order is not replayed)
+        remaining = partial.manifest["steps_in_epoch"] - partial.manifest["step"]
+        rest = (train_data if train_data is not None else
+                datasets(config, partial.manifest["optimizer_steps"]))
+        fit(rest.take(remaining), start, start + 1)
+        first += 1
+    if guard.failure is None and first < config["epochs"]:
+        fit(train_data if train_data is not None else datasets(config, first),
+            first, config["epochs"])
+    if guard.failure is not None:
+        last = writer.last or checkpoint
+        kept = (f"the last good checkpoint, {last.path} (epoch {last.epoch}), "
+                "is intact" if last else "no checkpoint was written")
+        raise TrainingDivergedError(
+            f"training diverged: {guard.failure.describe()}; {kept}. Lower "
+            "the learning rate or raise --warmup-steps in a new run folder, "
+            "or resume this one with the same command.")
+    log(f"trained {config['epochs'] - start} epochs in {time.perf_counter() - t0:.0f} s")
+    return writer.history
 
 
 def _finished(folder, epoch):
