@@ -86,8 +86,8 @@ def _decay(text):
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0.0 < value < 1.0:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"expected a decay in (0, 1), got {text!r}")
+    if not 0.0 <= value < 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a decay in [0, 1), got {text!r}")
     return value
 
 
@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", type=_decay, metavar="DECAY",
                    help="Polyak averaging: keep an exponential moving average of "
                    "the weights with this decay, e.g. 0.999, and validate, test, "
-                   "sample and export with it (default: off; fixed for a run)")
+                   "sample and export with it (default: 0.99 on digits, else "
+                   "off; 0 turns it off; fixed for a run)")
     p.add_argument("--checkpoint-minutes", type=_float(0.0, False), metavar="M",
                    help="also checkpoint inside an epoch every M minutes, so that "
                    "a kill loses at most that (default: 10; 0: only at epoch "
