@@ -19,11 +19,14 @@ import tensorflow as tf
 
 from tfp_flows import data
 from tfp_flows.cli import recipes, runs, trainer
+from tfp_flows.training import FlowModel
 from tfp_flows.training.guards import NaNGuard, TrainingDivergedError, all_finite
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_ARGS = ["--model-arg", "num_steps=1", "--model-arg", "hidden_channels=8"]
-TINY = {"model_args": {"num_steps": 1, "hidden_channels": 8}, "batch_size": 32}
+# ema 0: the models compared with their checkpoints hold raw weights (with
+# --ema, Keras' fit ends by putting the averages into the model)
+TINY = {"model_args": {"num_steps": 1, "hidden_channels": 8}, "batch_size": 32, "ema": 0.0}
 # Hard limits for the subprocess test: importing TensorFlow alone takes
 # ~15 s on a loaded 2-core machine.
 START_TIMEOUT_S = 180
@@ -35,10 +38,10 @@ def _sha(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def _new_run(path, epochs=2, steps_per_epoch=3):
+def _new_run(path, epochs=2, steps_per_epoch=3, **settings):
     """A run folder with `epochs` real checkpoints, trained in-process."""
     folder = runs.RunFolder(path, log=lambda msg: None)
-    config = recipes.new_config(dict(TINY, epochs=epochs))
+    config = recipes.new_config(dict(TINY, epochs=epochs, **settings))
     folder.write_config(config)
     model = recipes.build_model(config)
     train = recipes.datasets(config).take(steps_per_epoch)
@@ -146,6 +149,32 @@ def test_partial_checkpoint_continues_the_latest_epoch_only(two_epoch_run, tmp_p
     folder.save_checkpoint(model, latest.epoch + 1, latest.history)
     assert not any(n.startswith(runs.PARTIAL) for n in os.listdir(folder.checkpoint_dir))
     assert messages == []
+
+
+def test_after_a_partial_epoch_the_next_epochs_train_the_raw_weights(tmp_path, monkeypatch):
+    """With weight averaging, Keras' fit ends by putting the averages into
+    the model; resuming inside an epoch takes two fits, and the second must
+    start from the raw weights (those of the epoch's checkpoint)."""
+    path = str(tmp_path / "r")
+    folder, config, model = _new_run(path, epochs=1, ema=0.9)
+    train = recipes.datasets(config).take(3)
+    model.fit(train.take(1), epochs=1, verbose=0)  # a step into epoch 2
+    folder.save_partial(model, 1, 1, 3, 3.0, 0.1)
+    starts = []
+    original = FlowModel.fit
+
+    def spy(self, *args, **kwargs):
+        starts.append([v.numpy().copy() for v in self.trainable_variables])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FlowModel, "fit", spy)
+    trainer.train(path, {"epochs": 3}, train_data=train, log=lambda m: None)
+    assert len(starts) == 2  # the rest of epoch 2, then epoch 3
+    raw = recipes.build_model(config)  # epoch 2's checkpoint: raw weights
+    folder.restore(raw, runs.Checkpoint(2, os.path.join(folder.checkpoint_dir,
+                                                        "epoch-0002.weights.h5"), {}))
+    for start, weight in zip(starts[1], raw.trainable_variables):
+        np.testing.assert_array_equal(start, weight.numpy())
 
 
 def test_damaged_partial_checkpoint_is_reported_and_skipped(two_epoch_run, tmp_path):

@@ -227,6 +227,10 @@ def _fit(folder: runs.RunFolder, config: Mapping[str, Any], model: FlowModel,
                 datasets(config, partial.manifest["optimizer_steps"]))
         fit(rest.take(remaining), start, start + 1)
         first += 1
+        if model.optimizer.use_ema and writer.last is not None and guard.failure is None:
+            # Keras' fit ends by putting the averages into the weights; the
+            # next epochs train the raw ones, saved in the epoch's checkpoint
+            folder.restore(model, writer.last)
     if guard.failure is None and first < config["epochs"]:
         fit(train_data if train_data is not None else datasets(config, first),
             first, config["epochs"])
