@@ -158,7 +158,7 @@ def test_after_a_partial_epoch_the_next_epochs_train_the_raw_weights(tmp_path, m
     path = str(tmp_path / "r")
     folder, config, model = _new_run(path, epochs=1, ema=0.9)
     train = recipes.datasets(config).take(3)
-    model.fit(train.take(1), epochs=1, verbose=0)  # a step into epoch 2
+    model.fit(train.take(1), epochs=1, verbose=0, shuffle=False)  # a step into epoch 2
     folder.save_partial(model, 1, 1, 3, 3.0, 0.1)
     starts = []
     original = FlowModel.fit
