@@ -23,12 +23,11 @@ for seed in 0 1 2; do
   done
 done
 python3 - "$WORK" "$DECAY" <<'PY'
-import json, os, platform, statistics, subprocess, sys
+import json, os, statistics, sys
+sys.path.insert(0, "benchmarks")
+from _results import commit, cpu_model
 work, decay = sys.argv[1], sys.argv[2]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-            if l.startswith("model name")), platform.processor())
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                        text=True).stdout.strip()
+cpu, commit = cpu_model(), commit()
 rows, means = [], {}
 for ema in ("none", decay):
     vals, tests = [], []

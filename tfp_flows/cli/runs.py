@@ -67,7 +67,7 @@ SAMPLES = "samples.png"
 CURVE = "training_curve.png"
 SAVED_MODEL = "saved_model"
 CHECKPOINTS = "checkpoints"
-PARTIAL = "partial"  # checkpoints/partial.{weights.h5,json}: inside an epoch
+PARTIAL = "partial"  # checkpoints/partial.json + partial-<step>.weights.h5: inside an epoch
 
 # Settings that define a run; resuming with a different value is an error.
 # (``epochs`` may change: raising it extends a finished run.)
@@ -337,8 +337,9 @@ class RunFolder:
                      steps_in_epoch: int, train_bits_per_dim: float | None,
                      seconds: float) -> Checkpoint:
         """Writes a checkpoint taken inside an epoch (``checkpoints/
-        partial.weights.h5`` and ``partial.json``, replacing the previous
-        one), so that a kill loses at most the steps since.
+        partial-<optimizer step>.weights.h5`` and ``partial.json``,
+        replacing the previous one), so that a kill loses at most the steps
+        since.
 
         Args:
           model: the compiled model.
