@@ -180,6 +180,23 @@ def test_xla_noise_flow_matches_eager():
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("scale_fn", ["exp_tanh", "sigmoid"])
+def test_a_badly_trained_noise_flow_still_draws_finite_noise(scale_fn):
+    """Networks with large weights (what a q that learned to stretch hard
+    looks like) and tail draws of eps: the default scale keeps u in [0, 1]
+    and log q finite. Glow's sigmoid scale, divided by in the sampling
+    direction, overflows (the MNIST run whose validation read 2.5e17)."""
+    deq = VariationalDequantization([8, 8, 1], num_bins=256, num_steps=4,
+                                    hidden_channels=8, context_channels=4,
+                                    scale_fn=scale_fn)
+    _perturb(deq, seed=1, scale=3.0)
+    x = _images(4, [8, 8, 1])
+    eps = 5.0 * np.sign(np.random.default_rng(2).standard_normal(x.shape)).astype(np.float32)
+    u, log_q = deq.transform(eps, x)
+    finite = bool(np.isfinite(u.numpy()).all() and np.isfinite(log_q.numpy()).all())
+    assert finite == (scale_fn == "exp_tanh")
+
+
 def test_save_and_load_keep_the_dequantiser(tmp_path):
     x = _images(8)
     model = _trained_model(x)
@@ -206,6 +223,8 @@ def test_bad_input_gets_clear_errors():
         VariationalDequantization([10])
     with pytest.raises(ValueError, match="num_steps"):
         VariationalDequantization(SHAPE, num_steps=0)
+    with pytest.raises(ValueError, match="scale_fn must be one of"):
+        VariationalDequantization(SHAPE, scale_fn="softplus")
     with pytest.raises(ValueError, match="num_samples"):
         importance_weighted_bits_per_dim(dist, _images(2), 0, deq)
     # non-integer pixels: the error tfp_flows.bits_per_dim gives

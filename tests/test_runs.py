@@ -125,6 +125,32 @@ def test_unreadable_manifest_and_orphan_weights_are_skipped(two_epoch_run, tmp_p
     assert any("epoch-0002.json is unreadable" in m for m in messages), messages
 
 
+@pytest.mark.parametrize("values, best", [((float("nan"), 3.0), 2), ((2.0, float("nan")), 1),
+                                           ((float("inf"), 3.0), 2)])
+def test_a_non_finite_validation_figure_never_makes_the_best_epoch(two_epoch_run, tmp_path,
+                                                                   values, best):
+    """A diverged evaluation (NaN or inf bits/dim) is recorded but cannot be
+    chosen; NaN compares false with everything, so a plain min would have
+    taken it when it came first."""
+    folder, _ = _copy_run(two_epoch_run[0], str(tmp_path / "r"))
+    for epoch, value in zip((1, 2), values):
+        path = os.path.join(folder.checkpoint_dir, f"epoch-{epoch:04d}.json")
+        manifest = runs.read_json(path)
+        runs.write_json(path, dict(manifest, validation_bits_per_dim=value))
+    assert folder.best_checkpoint().epoch == best
+
+
+def test_variational_runs_record_their_dequantizer():
+    """New runs record q's settings (the bounded exp_tanh scale); a run made
+    before they were recorded resumes with the sigmoid scale it trained."""
+    config = recipes.new_config(dict(TINY, dequantization="variational"))
+    assert config["dequantizer"]["scale_fn"] == "exp_tanh"
+    assert recipes.build_model(config).dequantization.scale_fn == "exp_tanh"
+    older = {k: v for k, v in config.items() if k != "dequantizer"}
+    assert recipes.build_model(older).dequantization.scale_fn == "sigmoid"
+    assert "dequantizer" not in recipes.new_config(TINY)
+
+
 def test_partial_checkpoint_continues_the_latest_epoch_only(two_epoch_run, tmp_path):
     folder, messages = _copy_run(two_epoch_run[0], str(tmp_path / "r"))
     model = two_epoch_run[2]

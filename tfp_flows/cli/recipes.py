@@ -67,8 +67,11 @@ DEQUANTIZATIONS = ("uniform", "variational")
 # The learned dequantiser of ``--dequantization variational``: 4 conditional
 # affine couplings with 32-channel networks on a 16-channel feature map
 # (Flow++ used 4 couplings; these widths are sized for a CPU).
+# The run's config records them (``dequantizer``); runs created before that
+# key existed used Glow's sigmoid scale, and resume with it.
 _DEQUANTIZER_ARGS: dict[str, Any] = dict(num_steps=4, hidden_channels=32,
-                                         context_channels=16)
+                                         context_channels=16, scale_fn="exp_tanh")
+_FIRST_DEQUANTIZER_ARGS: dict[str, Any] = {**_DEQUANTIZER_ARGS, "scale_fn": "sigmoid"}
 
 # Epoch budget of the default recipe on digits (60 x 18 steps of batch 64),
 # chosen on validation: in a 100-epoch run validation bits/dim was lowest at
@@ -200,6 +203,8 @@ def new_config(requested: Mapping[str, Any]) -> dict[str, Any]:
     dist = models.BUILDERS[config["model"]](list(info.shape),
                                             num_bins=info.num_bins, **args)
     config["model_config"] = dict(dist.bijector.description.config)
+    if config["dequantization"] == "variational":
+        config["dequantizer"] = dict(_DEQUANTIZER_ARGS)
     config["format"] = 1
     config["tfp_flows_version"] = tfp_flows.__version__
     return config
@@ -218,8 +223,9 @@ def build_model(config: Mapping[str, Any]) -> FlowModel:
         if bins is None:
             raise ValueError("variational dequantisation needs an image model "
                              "with pixel bins.")
-        deq = VariationalDequantization(dist.event_shape.as_list(), num_bins=int(bins),
-                                        **_DEQUANTIZER_ARGS)
+        deq = VariationalDequantization(
+            dist.event_shape.as_list(), num_bins=int(bins),
+            **(config.get("dequantizer") or _FIRST_DEQUANTIZER_ARGS))
     model = FlowModel(dist, dequantization=deq)
     ema = config.get("ema")
     model.compile(optimizer=keras.optimizers.Adam(

@@ -39,6 +39,7 @@ run instead of silently starting over.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -413,7 +414,9 @@ class RunFolder:
             value = read_json(manifest_path).get("validation_bits_per_dim")
         except RunError:
             return None
-        return value if isinstance(value, (int, float)) else None
+        # a non-finite figure (a diverged evaluation) never makes an epoch
+        # the run's best
+        return value if isinstance(value, (int, float)) and math.isfinite(value) else None
 
     def best_checkpoint(self) -> Checkpoint | None:
         """The intact checkpoint with the lowest validation bits/dim (the
