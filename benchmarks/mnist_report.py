@@ -214,7 +214,10 @@ def dequantization_table(folder, out, commit):
              "`benchmarks/README.md`). `test bound` is each run's own bound "
              "(uniform: q = 1; variational: the learned q), the mean over 3 noise "
              "draws; `IW k=16` is the importance-weighted estimate with 16 draws. "
-             "`seed` is the training seed (initialisation, batches, noise).", "",
+             "`seed` is the training seed (initialisation, batches, noise). "
+             "The variational runs' q uses the bounded `exp_tanh` scale (since commit "
+             "6cbc009); the earlier sigmoid-scale runs are in `sigmoid_scale/`, not "
+             "compared here.", "",
              "| dequantisation | seed | parameters | s/epoch (median) | best validation (epoch) "
              "| test bound | IW k=16 | machine |", "|---|---|---|---|---|---|---|---|"]
     for (kind, seed), m in rows.items():
@@ -240,9 +243,9 @@ def dequantization_table(folder, out, commit):
         else:
             lines[-1] += (" One training seed per arm: the seed-to-seed spread "
                           "of the gain is not measured.")
-    lines += ["", "The two runs of a seed side by side, one thread each, sharing 2 "
-              "cores with other runs (s/epoch compares within a seed's pair only). "
-              f"Collected at commit {commit}."]
+    lines += ["", "Each run had one thread and shared a 2-core machine with another "
+              "run: s/epoch compares only runs on the same machine at the same time "
+              f"(the machine column). Collected at commit {commit}."]
     with open(os.path.join(out, "dequantization.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     return rows

@@ -26,7 +26,9 @@ layer MLPs:
   x spans orders of magnitude and a spline only reshapes [-B, B];
 * ``spline_affine_B``: each spline coupling maps its entries by an affine
   ``x s + t`` (log-scale soft-clamped to +-3, as the affine flow) before the
-  spline (``max_log_scale=3``), 30 hidden units: 30,680 parameters.
+  spline (``max_log_scale=3``), 30 hidden units: 30,680 parameters;
+  ``spline_affine_B_bK``: the same with K bins per spline, and the widest
+  networks that stay within the affine flow's parameters.
 
 Each surrogate is fitted with ``--seeds`` seeds (weights initialisation and
 VI noise); reported per seed: ``-ELBO = E_q[log q - log p] = KL(q || p)``
@@ -87,21 +89,48 @@ def get_target(name):
     return tgt, dim
 
 
+_COMMON = dict(num_couplings=6, num_hidden_layers=2, mask_pattern="random", seed=0)
+
+
+def _affine(dim, hidden_units=64):
+    return tfp_flows.models.vector_flow(dim, hidden_units=hidden_units, scale_fn="exp",
+                                        max_log_scale=3.0, **_COMMON)
+
+
+def _size(flow):
+    return int(sum(np.prod(v.shape) for v in flow.trainable_variables))
+
+
+def _spline_affine(dim, bound, bins, hidden):
+    return tfp_flows.models.vector_flow(
+        dim, hidden_units=hidden, coupling="spline", num_spline_bins=bins,
+        spline_bound=bound, max_log_scale=3.0, **_COMMON)
+
+
+def spline_hidden_units(dim, bound, bins):
+    """The widest networks that keep a spline flow with an affine map first
+    within the affine flow's parameters."""
+    budget, hidden = _size(_affine(dim)), 8
+    while _size(_spline_affine(dim, bound, bins, hidden + 1)) <= budget:
+        hidden += 1
+    return hidden
+
+
 def surrogate(kind, dim):
-    """'affine' or 'spline_<B>' vector_flow over [dim]."""
-    common = dict(num_couplings=6, num_hidden_layers=2, mask_pattern="random", seed=0)
+    """'affine', 'spline_<B>' or 'spline_affine_<B>[_b<K>]' vector_flow
+    over [dim]; a spline_affine flow gets the widest networks that keep it
+    within the affine flow's parameters."""
     if kind == "affine":
-        return tfp_flows.models.vector_flow(dim, hidden_units=64, scale_fn="exp",
-                                            max_log_scale=3.0, **common)
-    bound = float(kind.split("_")[-1])
+        return _affine(dim)
     if kind.startswith("spline_affine_"):
         # an affine map (log-scale within +-3, as the affine flow's) before
-        # each spline; 30 hidden units keep it within the budget
-        return tfp_flows.models.vector_flow(dim, hidden_units=30, coupling="spline",
-                                            num_spline_bins=8, spline_bound=bound,
-                                            max_log_scale=3.0, **common)
+        # each spline of K bins (default 8)
+        parts = kind[len("spline_affine_"):].split("_b")
+        bound, bins = float(parts[0]), int(parts[1]) if len(parts) > 1 else 8
+        return _spline_affine(dim, bound, bins, spline_hidden_units(dim, bound, bins))
+    bound = float(kind.split("_")[-1])
     return tfp_flows.models.vector_flow(dim, hidden_units=32, coupling="spline",
-                                        num_spline_bins=8, spline_bound=bound, **common)
+                                        num_spline_bins=8, spline_bound=bound, **_COMMON)
 
 
 def fit(kind, seed, args):
