@@ -393,3 +393,43 @@ def test_flow_model_trains_a_spline_glow():
     # and the trained splines are no longer the identity
     cpl = _splines(model.distribution)[0]
     assert any(np.any(w.numpy() != 0) for w in cpl.network.layer_2.weights)
+
+
+def test_spline_vector_flow_in_vi_and_neutra():
+    """The VI recipe of docs/models.md (4 bins on [-5, 5], affine map first)
+    fits a correlated 2-D Gaussian with tfp.vi, then preconditions HMC."""
+    import tensorflow_probability as tfp
+    import tf_keras
+    tfd = tfp.distributions
+    target = tfd.MultivariateNormalTriL(
+        loc=[1.0, -2.0], scale_tril=[[2.0, 0.0], [1.2, 0.5]])
+    keras.utils.set_random_seed(0)
+    q = models.vector_flow(2, num_couplings=4, hidden_units=16, coupling="spline",
+                           num_spline_bins=4, spline_bound=5.0, max_log_scale=3.0)
+
+    def neg_elbo():
+        z = q.sample(4096, seed=(5, 6))
+        return float(tf.reduce_mean(q.log_prob(z) - target.log_prob(z)))
+
+    before = neg_elbo()
+    tfp.vi.fit_surrogate_posterior(target.log_prob, q, tf_keras.optimizers.Adam(1e-2),
+                                   400, sample_size=64, seed=(1, 2))
+    after = neg_elbo()
+    # KL(q || p) from the standard normal is ~2.9 nats; a fitted flow gets
+    # within 0.1 (4096 draws: standard error ~0.01)
+    assert before > 1.0 and after < 0.1, (before, after)
+    kernel = tfp.mcmc.TransformedTransitionKernel(
+        tfp.mcmc.HamiltonianMonteCarlo(target.log_prob, step_size=0.5,
+                                       num_leapfrog_steps=3),
+        bijector=q.bijector)
+    samples, accepted = tf.function(lambda: tfp.mcmc.sample_chain(
+        300, current_state=tf.zeros([8, 2]), kernel=kernel, num_burnin_steps=100,
+        trace_fn=lambda _, r: r.inner_results.is_accepted, seed=(3, 4)))()
+    samples = samples.numpy().reshape(-1, 2)
+    assert np.isfinite(samples).all()
+    # in the flow's latent space the target is near N(0, I): most proposals
+    # of step 0.5 are accepted
+    assert float(tf.reduce_mean(tf.cast(accepted, tf.float32))) > 0.6
+    # 2400 correlated draws (ESS well above 100): means within 0.6 of the
+    # target's (standard deviations 2 and 1.3)
+    np.testing.assert_allclose(samples.mean(0), [1.0, -2.0], atol=0.6)
