@@ -140,6 +140,23 @@ def test_a_non_finite_validation_figure_never_makes_the_best_epoch(two_epoch_run
     assert folder.best_checkpoint().epoch == best
 
 
+def test_a_diverged_validation_is_saved_and_reported(two_epoch_run, tmp_path):
+    """The epoch is checkpointed (its weights are finite) with its figure,
+    and the run's log says why it will not be chosen."""
+    folder, messages = _copy_run(two_epoch_run[0], str(tmp_path / "r"))
+    path = os.path.join(folder.checkpoint_dir, "epoch-0002.json")
+    runs.write_json(path, dict(runs.read_json(path), validation_bits_per_dim=2.5))
+    writer = runs.CheckpointWriter(folder, history=folder.latest_checkpoint().history)
+    writer.set_model(two_epoch_run[2])
+    writer.set_params({"steps": 3})
+    writer.on_epoch_begin(2)
+    writer.on_epoch_end(2, {"bits_per_dim": 3.0, "val_bits_per_dim": float("inf")})
+    assert folder.latest_checkpoint().epoch == 3
+    assert folder.latest_checkpoint().history[-1]["validation_bits_per_dim"] == float("inf")
+    assert folder.best_checkpoint().epoch == 2
+    assert any("epoch 3's validation bits/dim is inf" in m for m in messages), messages
+
+
 def test_variational_runs_record_their_dequantizer():
     """New runs record q's settings (the bounded exp_tanh scale); a run made
     before they were recorded resumes with the sigmoid scale it trained."""
