@@ -1,27 +1,22 @@
 """The digits benchmark's protocol pieces: split, dequantisation, bits/dim
 units and the validation selection rule."""
 
-import importlib.util
 import math
-import os
 
 import numpy as np
 import pytest
 import tensorflow_probability as tfp
 
+from tests.script_loader import load_script
+
 tfb, tfd = tfp.bijectors, tfp.distributions
 
-_PATH = os.path.join(os.path.dirname(__file__), "..", "benchmarks",
-                     "digits_density.py")
 LOG2_17 = math.log2(17)  # 4.0875...
 
 
 @pytest.fixture(scope="module")
 def dd():
-    spec = importlib.util.spec_from_file_location("digits_density", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", "digits_density")
 
 
 def test_split_follows_the_protocol(dd):

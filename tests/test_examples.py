@@ -2,21 +2,19 @@
 steps); the tfds one on `tfds.testing.mock_data`. They run in-process (one
 TensorFlow import for all) by calling each script's ``main(argv)``."""
 
-import importlib.util
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from tests.script_loader import load_script
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "examples")
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples", name)
 
 
 def test_every_example_is_tested():

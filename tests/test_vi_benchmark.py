@@ -2,20 +2,14 @@
 spline flow gets the widest networks that keep it within the affine flow's
 parameters, whatever its bins (benchmarks/vi_spline.py)."""
 
-import importlib.util
-import os
-
 import pytest
 
-_PATH = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "vi_spline.py")
+from tests.script_loader import load_script
 
 
 @pytest.fixture(scope="module")
 def vi():
-    spec = importlib.util.spec_from_file_location("vi_spline", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", "vi_spline")
 
 
 @pytest.mark.parametrize("bound, bins, hidden", [(3.0, 8, 30), (5.0, 4, 43)])
