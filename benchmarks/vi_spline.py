@@ -110,10 +110,15 @@ def _spline_affine(dim, bound, bins, hidden):
 def spline_hidden_units(dim, bound, bins):
     """The widest networks that keep a spline flow with an affine map first
     within the affine flow's parameters."""
-    budget, hidden = _size(_affine(dim)), 8
-    while _size(_spline_affine(dim, bound, bins, hidden + 1)) <= budget:
-        hidden += 1
-    return hidden
+    budget = _size(_affine(dim))
+    low, high = 1, 1024  # the parameter count grows with the width: bisect
+    while low < high:
+        mid = (low + high + 1) // 2
+        if _size(_spline_affine(dim, bound, bins, mid)) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def surrogate(kind, dim):
