@@ -92,8 +92,8 @@ def get_target(name):
 _COMMON = dict(num_couplings=6, num_hidden_layers=2, mask_pattern="random", seed=0)
 
 
-def _affine(dim, hidden_units=64):
-    return tfp_flows.models.vector_flow(dim, hidden_units=hidden_units, scale_fn="exp",
+def _affine(dim):
+    return tfp_flows.models.vector_flow(dim, hidden_units=64, scale_fn="exp",
                                         max_log_scale=3.0, **_COMMON)
 
 
@@ -153,7 +153,7 @@ def fit(kind, seed, args):
     gap = (q.log_prob(z) - tgt.log_prob(z)).numpy().astype(np.float64)
     finite = np.isfinite(gap)
     return {"surrogate": kind, "seed": seed,
-            "num_parameters": int(sum(np.prod(v.shape) for v in q.trainable_variables)),
+            "num_parameters": _size(q),
             "neg_elbo": float(gap[finite].mean()),
             "neg_elbo_se": float(gap[finite].std() / np.sqrt(finite.sum())),
             "non_finite_draws": int((~finite).sum()),

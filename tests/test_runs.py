@@ -125,6 +125,12 @@ def test_unreadable_manifest_and_orphan_weights_are_skipped(two_epoch_run, tmp_p
     assert any("epoch-0002.json is unreadable" in m for m in messages), messages
 
 
+def _set_validation(folder, epoch, value):
+    """Rewrites epoch `epoch`'s manifest with validation bits/dim `value`."""
+    path = os.path.join(folder.checkpoint_dir, f"epoch-{epoch:04d}.json")
+    runs.write_json(path, dict(runs.read_json(path), validation_bits_per_dim=value))
+
+
 @pytest.mark.parametrize("values, best", [((float("nan"), 3.0), 2), ((2.0, float("nan")), 1),
                                            ((float("inf"), 3.0), 2)])
 def test_a_non_finite_validation_figure_never_makes_the_best_epoch(two_epoch_run, tmp_path,
@@ -134,9 +140,7 @@ def test_a_non_finite_validation_figure_never_makes_the_best_epoch(two_epoch_run
     taken it when it came first."""
     folder, _ = _copy_run(two_epoch_run[0], str(tmp_path / "r"))
     for epoch, value in zip((1, 2), values):
-        path = os.path.join(folder.checkpoint_dir, f"epoch-{epoch:04d}.json")
-        manifest = runs.read_json(path)
-        runs.write_json(path, dict(manifest, validation_bits_per_dim=value))
+        _set_validation(folder, epoch, value)
     assert folder.best_checkpoint().epoch == best
 
 
@@ -144,8 +148,7 @@ def test_a_diverged_validation_is_saved_and_reported(two_epoch_run, tmp_path):
     """The epoch is checkpointed (its weights are finite) with its figure,
     and the run's log says why it will not be chosen."""
     folder, messages = _copy_run(two_epoch_run[0], str(tmp_path / "r"))
-    path = os.path.join(folder.checkpoint_dir, "epoch-0002.json")
-    runs.write_json(path, dict(runs.read_json(path), validation_bits_per_dim=2.5))
+    _set_validation(folder, 2, 2.5)
     writer = runs.CheckpointWriter(folder, history=folder.latest_checkpoint().history)
     writer.set_model(two_epoch_run[2])
     writer.set_params({"steps": 3})

@@ -52,7 +52,7 @@ from tfp_flows import evaluation, masks
 from tfp_flows import networks as networks_lib
 from tfp_flows.bijectors.base import sum_event
 from tfp_flows.bijectors.chain import forward_and_log_det, inverse_and_log_det
-from tfp_flows.bijectors.coupling import SCALE_FUNCTIONS, AffineCoupling, Coupling
+from tfp_flows.bijectors.coupling import AffineCoupling, Coupling, check_scale_fn
 from tfp_flows.bijectors.spline import SplineCoupling
 from tfp_flows.convolution import SameConv2D
 from tfp_flows.flow_ops import validate_images
@@ -146,9 +146,7 @@ class VariationalDequantization(keras.layers.Layer):
         self.num_steps = _positive_int("num_steps", num_steps)
         self.hidden_channels = _positive_int("hidden_channels", hidden_channels)
         self.context_channels = _positive_int("context_channels", context_channels)
-        if scale_fn not in SCALE_FUNCTIONS:
-            raise ValueError(f"scale_fn must be one of {sorted(SCALE_FUNCTIONS)}, "
-                             f"got {scale_fn!r}.")
+        check_scale_fn(scale_fn)  # also for spline couplings, which ignore it
         self.coupling = coupling
         self.scale_fn = scale_fn
         self.num_spline_bins = _positive_int("num_spline_bins", num_spline_bins, least=2)

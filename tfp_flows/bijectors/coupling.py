@@ -36,7 +36,7 @@ from tfp_flows import networks as networks_lib
 from tfp_flows.bijectors.base import FlowBijector, as_mask, flatten_batch, sum_event
 from tfp_flows.typing import DTypeLike, TensorLike
 
-__all__ = ["AdditiveCoupling", "AffineCoupling", "Coupling", "SCALE_FUNCTIONS"]
+__all__ = ["AdditiveCoupling", "AffineCoupling", "Coupling", "SCALE_FUNCTIONS", "check_scale_fn"]
 
 
 _LOG_SIGMOID_2 = float(np.log(1.0 / (1.0 + np.exp(-2.0))))
@@ -62,6 +62,12 @@ SCALE_FUNCTIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "exp_tanh": _log_scale_exp_tanh,
     "exp": _log_scale_exp,
 }
+
+
+def check_scale_fn(name: str) -> None:
+    """Raises a ValueError unless `name` is a key of `SCALE_FUNCTIONS`."""
+    if name not in SCALE_FUNCTIONS:
+        raise ValueError(f"scale_fn must be one of {sorted(SCALE_FUNCTIONS)}, got {name!r}.")
 
 
 class Coupling(FlowBijector):
@@ -475,9 +481,7 @@ class AffineCoupling(Coupling):
                  dtype: DTypeLike = tf.float32, validate_args: bool = False,
                  name: str = "affine_coupling") -> None:
         parameters = dict(locals())
-        if scale_fn not in SCALE_FUNCTIONS:
-            raise ValueError(f"scale_fn must be one of {sorted(SCALE_FUNCTIONS)},"
-                             f" got {scale_fn!r}.")
+        check_scale_fn(scale_fn)
         self._scale_fn_name = scale_fn
         self._log_scale = SCALE_FUNCTIONS[scale_fn]
         super().__init__(mask, network, hidden, parameters, name,

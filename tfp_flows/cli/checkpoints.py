@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -131,13 +130,6 @@ class CheckpointWriter(keras.callbacks.Callback):
             **({"resumed_at_step": carried["step"]} if carried is not None else {})})
         self.last = self.folder.save_checkpoint(self.model, epoch + 1,
                                                 self.history, self.keep)
-        validation = self.history[-1]["validation_bits_per_dim"]
-        if validation is not None and not math.isfinite(validation):
-            log = getattr(self.folder, "log", None)
-            if log is not None:
-                log(f"warning: epoch {epoch + 1}'s validation bits/dim is {validation} "
-                    "(the evaluation diverged, though the weights are finite); this "
-                    "epoch cannot be chosen as the run's model.")
 
 
 def _carried(partial: Checkpoint | None, epoch: int) -> dict[str, Any] | None:

@@ -71,7 +71,8 @@ DEQUANTIZATIONS = ("uniform", "variational")
 # key existed used Glow's sigmoid scale, and resume with it.
 _DEQUANTIZER_ARGS: dict[str, Any] = dict(num_steps=4, hidden_channels=32,
                                          context_channels=16, scale_fn="exp_tanh")
-_FIRST_DEQUANTIZER_ARGS: dict[str, Any] = {**_DEQUANTIZER_ARGS, "scale_fn": "sigmoid"}
+_FIRST_DEQUANTIZER_ARGS: dict[str, Any] = dict(num_steps=4, hidden_channels=32,
+                                               context_channels=16, scale_fn="sigmoid")
 
 # Epoch budget of the default recipe on digits (60 x 18 steps of batch 64),
 # chosen on validation: in a 100-epoch run validation bits/dim was lowest at

@@ -102,6 +102,12 @@ def write_json(path: PathLike, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _selectable(value: Any) -> float | None:
+    """A validation figure that can make an epoch the run's best, else None:
+    a number, and finite (NaN or Inf means the evaluation diverged)."""
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
 def read_json(path: PathLike, what: str = "file") -> dict[str, Any]:
     """Reads a JSON object; a clear RunError when missing or unreadable."""
     try:
@@ -325,9 +331,13 @@ class RunFolder:
         path = self._weights_path(epoch)
         history = list(history)
         last = history[-1] if history else {}
+        validation = last.get("validation_bits_per_dim")
+        if validation is not None and _selectable(validation) is None:
+            self.log(f"warning: epoch {epoch}'s validation bits/dim is {validation} "
+                     "(the evaluation diverged, though the weights are finite); this "
+                     "epoch cannot be chosen as the run's model.")
         manifest = {**self._write_weights(model, path), "epoch": int(epoch),
-                    "history": history,
-                    "validation_bits_per_dim": last.get("validation_bits_per_dim")}
+                    "history": history, "validation_bits_per_dim": validation}
         write_json(path[:-len(".weights.h5")] + ".json", manifest)
         self.discard_partial()
         self._prune(keep)
@@ -414,9 +424,7 @@ class RunFolder:
             value = read_json(manifest_path).get("validation_bits_per_dim")
         except RunError:
             return None
-        # a non-finite figure (a diverged evaluation) never makes an epoch
-        # the run's best
-        return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+        return _selectable(value)
 
     def best_checkpoint(self) -> Checkpoint | None:
         """The intact checkpoint with the lowest validation bits/dim (the
