@@ -1,5 +1,5 @@
-"""`conv2d_same` (tfp_flows/convolution.py): every path (tiny maps, tap-combine,
-narrowing gradient, TensorFlow's own) against `tf.nn.conv2d`, under XLA, and
+"""`conv2d_same` (tfp_flows/convolution.py): every path (1x1 matrix product,
+tiny maps, tap-combine, narrowing gradient, TensorFlow's own) against `tf.nn.conv2d`, under XLA, and
 with an empty batch whatever the CPU backend (oneDNN on or off)."""
 
 import os
@@ -38,6 +38,8 @@ def _native(x, kernel):
     ((3, 4, 4, 40), 3, 4),     # small map, narrowing: tap-combine
     ((2, 3, 5, 20), 3, 2),     # tap-combine on a non-square map
     ((2, 4, 4, 12), 3, 4),     # small map, 9*c_out > c_in: custom gradient
+    ((3, 4, 4, 6), 1, 8),      # 1x1: one matrix product
+    ((2, 1, 3, 9), 1, 2),      # 1x1, narrowing, non-square map
 ])
 def test_conv2d_same_matches_tensorflow_in_value_and_gradient(shape, k, c_out):
     rng = np.random.default_rng(0)
@@ -80,12 +82,29 @@ def test_conv2d_same_small_map_paths_under_xla(shape, c_out):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_conv2d_same_bias_and_activation(k):
+    """``conv2d_same(x, K, b, f) == f(conv(x, K) + b)``, traced with unknown
+    batch and spatial sizes too (the 1x1 path then reshapes dynamically)."""
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(size=(2, 5, 3, 6)), tf.float64)
+    kernel = tf.constant(rng.normal(size=(k, k, 6, 4)), tf.float64)
+    bias = tf.constant(rng.normal(size=4), tf.float64)
+    want = tf.nn.relu(tf.nn.bias_add(_native(x, kernel), bias))
+    fn = tf.function(lambda *a: convolution.conv2d_same(*a, tf.nn.relu), input_signature=[
+        tf.TensorSpec([None, None, None, 6], tf.float64),
+        tf.TensorSpec(kernel.shape, tf.float64), tf.TensorSpec([4], tf.float64)])
+    for got in (convolution.conv2d_same(x, kernel, bias, tf.nn.relu), fn(x, kernel, bias)):
+        # float64: only summation order differs.
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-10)
+
+
 # One shape per path of conv2d_same: (input shape, kernel size, c_out).
 _PATHS = [((0, 2, 2, 5), 3, 7),     # tiny map: dense matrix product
           ((0, 4, 4, 40), 3, 4),    # small map, narrowing: tap-combine
           ((0, 8, 8, 16), 3, 4),    # narrowing: custom gradient
           ((0, 4, 4, 2), 3, 8),     # widening: tf.nn.conv2d
-          ((0, 4, 4, 8), 1, 16)]    # 1x1: tf.nn.conv2d
+          ((0, 4, 4, 8), 1, 16)]    # 1x1: matrix product
 
 
 @pytest.mark.parametrize("shape,k,c_out", _PATHS)

@@ -9,6 +9,7 @@ shape on every backend.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -50,10 +51,19 @@ _DENSE_MAX_POSITIONS = 4      # H*W up to which the conv is one dense matmul
 _COMBINE_MAX_POSITIONS = 16   # H*W up to which narrow convs use tap-combine
 
 
-def conv2d_same(x: tf.Tensor, kernel: TensorLike) -> tf.Tensor:
-    """``tf.nn.conv2d(x, kernel, 1, 'SAME')`` for an odd square kernel, faster
-    on the shapes of Glow's coupling networks.
+def conv2d_same(x: tf.Tensor, kernel: TensorLike, bias: TensorLike | None = None,
+                activation: Callable[[tf.Tensor], tf.Tensor] | None = None) -> tf.Tensor:
+    """``activation(tf.nn.conv2d(x, kernel, 1, 'SAME') + bias)`` for an odd
+    square kernel, faster on the shapes of Glow's coupling networks.
 
+    ``bias`` (``[c_out]``) and an element-wise ``activation`` are optional;
+    given here rather than applied to the result, TensorFlow fuses them into
+    the convolution or matrix product (``_FusedConv2D``, ``_FusedMatMul``).
+
+    * **1x1 kernels**: one matrix product over the channel axis,
+      ``[N*H*W, c_in] @ [c_in, c_out]`` (:func:`_conv2d_1x1`); with its
+      gradients faster than ``tf.nn.conv2d`` on every shape of Glow's hidden
+      layer that we timed on CPU (``benchmarks/layers.py``).
     * **Tiny maps** (static ``H*W <= 4``): the convolution is a linear map from
       ``H*W*c_in`` to ``H*W*c_out`` numbers; it runs as one matrix product with
       a matrix gathered from the kernel (:func:`_conv2d_dense`). On a 2x2 map
@@ -74,15 +84,38 @@ def conv2d_same(x: tf.Tensor, kernel: TensorLike) -> tf.Tensor:
     * Everything else is ``tf.nn.conv2d`` with TensorFlow's own gradient.
 
     All paths give TensorFlow's values and gradients up to float rounding
-    (tests/test_networks.py, float64). Timings: docs/performance.md.
+    (tests/test_convolution.py, float64). Timings: docs/performance.md.
     """
     kernel = tf.convert_to_tensor(kernel)  # e.g. a Keras layer's (autocast) kernel
+    if int(kernel.shape[0]) == int(kernel.shape[1]) == 1:
+        return _conv2d_1x1(x, kernel, bias, activation)
+    return _bias_activation(_conv2d(x, kernel), bias, activation)
+
+
+def _bias_activation(y, bias, activation):
+    if bias is not None:
+        y = tf.nn.bias_add(y, tf.convert_to_tensor(bias))
+    return y if activation is None else activation(y)
+
+
+def _conv2d_1x1(x, kernel, bias, activation):
+    """A 1x1 convolution (with bias and activation) as one matrix product."""
+    c_in, c_out = int(kernel.shape[2]), int(kernel.shape[3])
+    y = tf.matmul(tf.reshape(x, [-1, c_in]), tf.reshape(kernel, [c_in, c_out]))
+    y = _bias_activation(y, bias, activation)
+    if x.shape.rank == 4 and x.shape[1:3].is_fully_defined():
+        return tf.reshape(y, [-1, x.shape[1], x.shape[2], c_out])
+    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [c_out]], 0))
+
+
+def _conv2d(x, kernel):
+    """The SAME convolution of an odd square kernel larger than 1x1."""
     k, c_in, c_out = int(kernel.shape[0]), int(kernel.shape[2]), int(kernel.shape[3])
     if k % 2 == 0 or k != int(kernel.shape[1]):
         return _native_conv2d(x, kernel)
     h, w = (x.shape[1], x.shape[2]) if x.shape.rank == 4 else (None, None)
     # Matrix-product paths need a static map size; positions=inf disables them.
-    positions = h * w if k > 1 and h is not None and w is not None else float("inf")
+    positions = h * w if h is not None and w is not None else float("inf")
     if positions <= _DENSE_MAX_POSITIONS:
         return _conv2d_dense(x, kernel, h, w)
     if c_in <= c_out:
@@ -205,3 +238,8 @@ class SameConv2D(keras.layers.Conv2D):
 
     def convolution_op(self, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return conv2d_same(inputs, kernel)
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        # bias and activation inside conv2d_same, so TensorFlow fuses them
+        return conv2d_same(inputs, self.kernel, self.bias if self.use_bias else None,
+                           self.activation)
