@@ -10,7 +10,12 @@ alternating within each round (``--rounds`` rounds of ``--iters`` calls after
 two warm-up calls); reported per shape: median milliseconds per call of each
 and the median of the per-round ratios (conv2d / matmul) with their range.
 
-    .venv/bin/python benchmarks/layers.py --out layers_amd
+``--models`` also times the whole training step of those Glows (fused Keras
+3 Adam, graph mode, as in ``throughput.py``) with the hidden layer traced
+either way, alternating in one process: what the layer's speed-up is worth
+in a model.
+
+    .venv/bin/python benchmarks/layers.py --models small,cifar --out layers_amd
 """
 
 import argparse
@@ -23,9 +28,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tensorflow as tf  # noqa: E402
-from _configs import CONFIGS  # noqa: E402
+from _configs import CONFIGS, pixels  # noqa: E402
+from _peers import ours_glow  # noqa: E402
 from _results import commit, cpu_model, write  # noqa: E402
+from throughput import make_optimizer  # noqa: E402
 
+import tfp_flows  # noqa: E402
+from tfp_flows import convolution  # noqa: E402
 from tfp_flows.convolution import conv2d_same  # noqa: E402
 
 
@@ -62,8 +71,36 @@ VARIANTS = {
 }
 
 
-def time_shape(shape, rounds, iters):
-    steps = {name: layer_step(fn, shape) for name, fn in VARIANTS.items()}
+def model_step(config, variant):
+    """A traced training step of the `config` Glow, its hidden layers
+    through `variant` (the matrix product is conv2d_same's own path)."""
+    cfg = CONFIGS[config]
+    x = tf.constant(pixels(cfg))
+    dist = ours_glow(cfg["shape"], cfg["levels"], cfg["steps"], cfg["hidden"])
+    tfp_flows.initialize(dist, x)
+    opt = make_optimizer("fused")
+    variables = dist.trainable_variables
+
+    @tf.function
+    def train():
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(dist.log_prob(x))
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    own = convolution._conv2d_1x1  # pylint: disable=protected-access
+    if variant == "conv2d":  # trace with TensorFlow's convolution instead
+        convolution._conv2d_1x1 = lambda x, k, b, f: VARIANTS["conv2d"](x, k, b)
+    try:
+        train()
+    finally:
+        convolution._conv2d_1x1 = own
+    return train
+
+
+def alternate(steps, rounds, iters):
+    """Median ms per call of each step over alternating rounds, and the
+    per-round ratios conv2d / matmul."""
     for _ in range(2):
         for step in steps.values():
             step()
@@ -73,12 +110,17 @@ def time_shape(shape, rounds, iters):
             start = time.perf_counter()
             for _ in range(iters):
                 out = step()
-            _ = out[0].numpy()
+            _ = tf.nest.flatten(out)[0].numpy()
             ms[name].append((time.perf_counter() - start) / iters * 1e3)
     ratios = [a / b for a, b in zip(ms["conv2d"], ms["matmul"])]
-    return {"shape": list(shape), "ms": {n: statistics.median(v) for n, v in ms.items()},
+    return {"ms": {n: statistics.median(v) for n, v in ms.items()},
             "rounds_ms": ms, "speedup": statistics.median(ratios),
             "speedup_min": min(ratios), "speedup_max": max(ratios)}
+
+
+def _row(r, what):
+    return (f"| {r['config']} | {what} | {r['ms']['conv2d']:.3f} | {r['ms']['matmul']:.3f} "
+            f"| {r['speedup']:.2f}x [{r['speedup_min']:.2f}, {r['speedup_max']:.2f}] |")
 
 
 def main(argv=None):
@@ -86,6 +128,9 @@ def main(argv=None):
     p.add_argument("--configs", default="small,cifar")
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--models", default="",
+                   help="also time these configurations' training steps")
+    p.add_argument("--model-iters", type=int, default=5)
     p.add_argument("--out", default=None, help="results/<OUT>.json and .md")
     args = p.parse_args(argv)
     info = {"cpu_model": cpu_model(), "commit": commit(), "tensorflow": tf.__version__,
@@ -95,16 +140,23 @@ def main(argv=None):
              f"{info['cpu_model']}, commit {info['commit']}, TF {tf.__version__}, "
              f"TF_ENABLE_ONEDNN_OPTS={info['onednn']}; {args.rounds} alternating rounds "
              f"of {args.iters} calls (forward + 3 gradients).\n",
-             "| config | input shape | conv2d ms | matmul ms | conv2d / matmul [range] |",
+             "| config | what | conv2d ms | matmul ms | conv2d / matmul [range] |",
              "|---|---|---|---|---|"]
     for config in args.configs.split(","):
         for shape in hidden_layer_shapes(config):
-            r = {"config": config, **time_shape(shape, args.rounds, args.iters)}
+            steps = {name: layer_step(fn, shape) for name, fn in VARIANTS.items()}
+            r = {"config": config, "shape": list(shape),
+                 **alternate(steps, args.rounds, args.iters)}
             info["results"].append(r)
-            lines.append(f"| {config} | {'x'.join(map(str, shape))} | {r['ms']['conv2d']:.3f} "
-                         f"| {r['ms']['matmul']:.3f} | {r['speedup']:.2f}x "
-                         f"[{r['speedup_min']:.2f}, {r['speedup_max']:.2f}] |")
+            lines.append(_row(r, "layer " + "x".join(map(str, shape))))
             print(lines[-1], flush=True)
+    for config in filter(None, args.models.split(",")):
+        steps = {name: model_step(config, name) for name in VARIANTS}
+        r = {"config": config, "model": True,
+             **alternate(steps, args.rounds, args.model_iters)}
+        info["results"].append(r)
+        lines.append(_row(r, "training step"))
+        print(lines[-1], flush=True)
     if args.out:
         write(args.out, info, "\n".join(lines) + "\n")
     return info
