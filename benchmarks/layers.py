@@ -90,7 +90,8 @@ def model_step(config, variant):
 
     own = convolution._conv2d_1x1  # pylint: disable=protected-access
     if variant == "conv2d":  # trace with TensorFlow's convolution instead
-        convolution._conv2d_1x1 = lambda x, k, b, f: VARIANTS["conv2d"](x, k, b)
+        convolution._conv2d_1x1 = lambda x, k, b, f: convolution._bias_activation(
+            convolution._native_conv2d(x, k), b, f)
     try:
         train()
     finally:
@@ -136,7 +137,7 @@ def main(argv=None):
     info = {"cpu_model": cpu_model(), "commit": commit(), "tensorflow": tf.__version__,
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "rounds": args.rounds,
             "iters": args.iters, "results": []}
-    lines = [f"# Glow's hidden 1x1 layer: tf.nn.conv2d vs matrix product\n",
+    lines = ["# Glow's hidden 1x1 layer: tf.nn.conv2d vs matrix product\n",
              f"{info['cpu_model']}, commit {info['commit']}, TF {tf.__version__}, "
              f"TF_ENABLE_ONEDNN_OPTS={info['onednn']}; {args.rounds} alternating rounds "
              f"of {args.iters} calls (forward + 3 gradients).\n",
