@@ -27,13 +27,21 @@ earlier parameters); ``networks_no_dx`` skips that, a stricter bar.
 network's output, so they run in sequence as in a flow (unchained, TF runs
 independent networks side by side on its inter-op threads). Our training
 step is reported as a fraction of each.
+
+**Between processes.** Figures of one process move by a few percent from one
+process to the next (memory layout, thread placement, the machine's state).
+``--processes N`` runs the whole benchmark N times, each in a fresh process,
+and reports for every ratio and fraction the median of the N per-process
+medians and their range: the spread a claimed margin must exceed.
 """
 
 import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -298,7 +306,63 @@ def summarize(rates):
     return entry
 
 
+def _without(argv, *options):
+    """`argv` without `options` and their values (``--opt v`` or ``--opt=v``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in options:
+            skip = True
+        elif not arg.startswith(tuple(o + "=" for o in options)):
+            out.append(arg)
+    return out
+
+
+def across_processes(runs):
+    """Per ``config/precision/op/jit``: the median, min and max over `runs`
+    (each one process's results) of every median ratio and fraction."""
+    values = {}
+    for run in runs:
+        for res in run["results"]:
+            for key, entry in res["timings"].items():
+                for name, value in entry.items():
+                    if name == "ratio" or (name.startswith("fraction_of_")
+                                           and not name.endswith(("_min", "_max"))):
+                        where = f"{res['config']}/{res['precision']}/{key}"
+                        values.setdefault(where, {}).setdefault(name, []).append(value)
+    return {where: {name: {"median": statistics.median(v), "min": min(v), "max": max(v),
+                           "per_process": v} for name, v in names.items()}
+            for where, names in values.items()}
+
+
+def run_processes(argv, n, info, out):
+    """Runs the benchmark of `argv` in `n` fresh processes, one after the
+    other; prints and returns the spread between them."""
+    runs = []
+    child = _without(argv, "--processes", "--out")
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            path = os.path.join(tmp, f"process{i}.json")
+            print(f"-- process {i + 1}/{n}", flush=True)
+            subprocess.run([sys.executable, os.path.abspath(__file__), *child, "--out", path],
+                           check=True)
+            with open(path) as f:
+                runs.append(json.load(f))
+    spread = across_processes(runs)
+    for where, names in spread.items():
+        print(f"== {where} over {n} processes: " + "; ".join(
+            f"{name} {v['median']:.3f} [{v['min']:.3f}, {v['max']:.3f}]"
+            for name, v in names.items()), flush=True)
+    if out:
+        with open(out, "w") as f:
+            json.dump({**{k: v for k, v in info.items() if k != "results"},
+                       "processes": runs, "across_processes": spread}, f, indent=2)
+    return spread
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="small,cifar")
     p.add_argument("--ops", default="train,log_prob,sample")
@@ -315,6 +379,9 @@ def main(argv=None):
                    help="skip timing the coupling networks alone")
     p.add_argument("--out", default=None,
                    help="write results as JSON here (after every measurement)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="run everything this many times, each in a fresh process, "
+                        "and report the spread between processes")
     args = p.parse_args(argv)
     jit_modes = [s.strip().lower() == "true" for s in args.jit.split(",")]
     info = {"tensorflow": tf.__version__, "devices": [d.name for d in
@@ -324,6 +391,8 @@ def main(argv=None):
                         ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                          "OMP_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS")},
             "results": []}
+    if args.processes > 1:
+        return run_processes(argv, args.processes, info, args.out)
 
     def save(partial=None):
         if not args.out:
