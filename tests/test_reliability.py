@@ -448,3 +448,129 @@ def test_log_prob_of_an_empty_batch_of_an_initialised_model_is_empty(glow):
     assert glow.log_prob(empty).shape == (0,)
     assert tfp_flows.encode(glow, empty).flat.shape == (0, 8, 8, 1)
     assert tfp_flows.decode(glow, empty).shape == (0, 8, 8, 1)
+
+
+# ---------------------------------------------------------------------------
+# validate_args: run-time checks of what reaches log_prob and forward
+# ---------------------------------------------------------------------------
+VALIDATED_BUILDERS = {
+    "glow": lambda v: models.glow([8, 8, 1], num_levels=2, num_steps=1,
+                                  hidden_channels=8, n_bits=5, seed=0, validate_args=v),
+    "real_nvp": lambda v: models.real_nvp([8, 8, 1], 2, hidden_channels=8, num_blocks=1,
+                                          n_bits=5, validate_args=v),
+    "nice": lambda v: models.nice(64, num_couplings=2, hidden_units=16, n_bits=5,
+                                  validate_args=v),
+    "glow_memory_efficient": lambda v: tfp_flows.memory_efficient(
+        models.glow([8, 8, 1], num_levels=2, num_steps=1, hidden_channels=8,
+                    n_bits=5, seed=0, validate_args=v)),
+}
+
+
+def _validated(name):
+    dist = VALIDATED_BUILDERS[name](True)
+    x = np.random.default_rng(0).integers(0, 32, (4,) + tuple(dist.event_shape))
+    x = x.astype(np.float32)
+    tfp_flows.initialize(dist, x)
+    return dist, x
+
+
+@pytest.mark.parametrize("name, mode", [(name, "eager") for name in sorted(VALIDATED_BUILDERS)]
+                         + [("glow", "graph"), ("glow_memory_efficient", "graph")])
+@pytest.mark.parametrize("value, message", [
+    (np.nan, "the pixels contain NaN or Inf"),
+    (np.inf, "the pixels contain NaN or Inf"),
+    (-1.0, "pixels must be >= 0"),
+    (32.5, "pixels must be <= num_bins = 32"),
+])
+def test_validate_args_refuses_bad_pixels_in_log_prob(name, mode, value, message):
+    """With validate_args=True, log_prob of a NaN, an Inf, a negative pixel or
+    one above num_bins raises an error naming the problem (without it, TFP's
+    convention, such input gives NaN or a meaningless density)."""
+    dist, x = _validated(name)
+    bad = x.copy()
+    bad[1].flat[5] = value
+    log_prob = dist.log_prob if mode == "eager" else tf.function(dist.log_prob)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        log_prob(tf.constant(bad))
+
+
+@pytest.mark.parametrize("name", sorted(VALIDATED_BUILDERS))
+def test_validate_args_refuses_non_finite_latents_in_forward(name):
+    dist, _ = _validated(name)
+    z = np.zeros((2,) + tuple(dist.distribution.event_shape), np.float32)
+    z[0].flat[3] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="the latents contain NaN or Inf"):
+        dist.bijector.forward(tf.constant(z))
+
+
+@pytest.mark.parametrize("name", sorted(VALIDATED_BUILDERS))
+def test_validate_args_passes_good_input_unchanged(name):
+    """The checks change no value: a validated model and one without checks
+    sharing its variables give the same densities, samples and gradients,
+    in eager and graph mode; pixels at both ends of [0, num_bins] pass."""
+    dist, x = _validated(name)
+    x[0].flat[0], x[0].flat[1] = 0.0, 32.0   # the closed range's ends
+    plain = tfp_flows.memory_efficient(dist, dist.bijector.memory_efficient)
+    plain = type(plain)(plain.distribution, _without_checks(plain.bijector),
+                        name=plain.name)
+    assert not plain.bijector.validate_args
+    def log_prob(d):
+        return d.log_prob(x)
+
+    for fn in (log_prob, tf.function(log_prob)):
+        np.testing.assert_array_equal(fn(dist).numpy(), fn(plain).numpy())
+    # a stateless seed: both draw the same base noise
+    np.testing.assert_array_equal(dist.sample(3, seed=(4, 5)).numpy(),
+                                  plain.sample(3, seed=(4, 5)).numpy())
+    grads = []
+    for d in (dist, plain):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(d.log_prob(tf.constant(x)))
+        grads.append(tape.gradient(loss, d.trainable_variables))
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(tf.convert_to_tensor(a).numpy(),
+                                      tf.convert_to_tensor(b).numpy())
+
+
+def _without_checks(chain):
+    """The same chain (same children, hence variables) without checks."""
+    new = type(chain)(chain.bijectors, data_event_shape=chain.data_event_shape,
+                      validate_args=False, name=chain.name)
+    new.description = chain.description
+    return new
+
+
+def test_validate_args_of_a_vector_flow_refuses_nan_data():
+    dist = models.vector_flow(3, num_couplings=2, hidden_units=8, validate_args=True)
+    good = np.array([[0.5, -1.0, 2.0]], np.float32)
+    assert np.isfinite(dist.log_prob(good).numpy()).all()
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="'vector_flow_chain': the data contain NaN or Inf"):
+        dist.log_prob(np.array([[0.5, np.nan, 2.0]], np.float32))
+
+
+@pytest.mark.parametrize("make", [lambda v: B.PixelRescale(32, validate_args=v),
+                                  lambda v: B.PixelLogit(32, validate_args=v)])
+def test_pixel_maps_validate_their_input_on_their_own(make):
+    """A pixel map used outside the builders checks its own input."""
+    checked, plain = make(True), make(False)
+    x = np.array([[[[0.0], [31.5]]]], np.float32)
+    np.testing.assert_array_equal(checked.inverse(x).numpy(), plain.inverse(x).numpy())
+    for value, message in [(np.nan, "pixels contain NaN"), (-0.5, ">= 0"),
+                           (40.0, "<= num_bins = 32")]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            checked.inverse(np.full((1, 1, 2, 1), value, np.float32))
+
+
+def test_validate_args_through_from_config_and_the_default():
+    """from_config rebuilds with checks only when asked (the config does not
+    record the flag, a run-time choice); the builders' default is TFP's,
+    no checks."""
+    dist, _ = _validated("glow")
+    config = dist.bijector.description.config
+    assert "validate_args" not in config
+    assert models.from_config(config, validate_args=True).bijector.validate_args
+    rebuilt = models.from_config(config)
+    assert not rebuilt.bijector.validate_args and not rebuilt.validate_args
+    assert not rebuilt.bijector.bijectors[0].validate_args

@@ -11,6 +11,7 @@ from tensorflow_probability import bijectors as tfb
 
 from tfp_flows.bijectors import fused
 from tfp_flows.bijectors.base import FlowBijector, sum_event
+from tfp_flows.bijectors.scaling import pixel_checks
 from tfp_flows.description import FlowDescription
 from tfp_flows.typing import BijectorKwargs, Shape, TensorLike
 
@@ -136,6 +137,9 @@ class FlowChain(FlowBijector):
       bijectors: list of bijectors, data side first.
       data_event_shape: event shape expected on the data side (checked by
         ``inverse``), or None.
+      validate_args: also check at run time that the data given to
+        ``inverse`` and the latents given to ``forward`` are finite (an
+        ``InvalidArgumentError`` naming the chain otherwise).
     """
 
     def __init__(self, bijectors: Iterable[tfb.Bijector], *,
@@ -194,6 +198,28 @@ class FlowChain(FlowBijector):
         self._description = self._no_dependency(value)
 
     def _check_data(self, y):
+        """``y`` (data for ``inverse``) after the shape check and, with
+        ``validate_args``, run-time checks that it is finite and, for a
+        model of pixels (its description has ``num_bins``), in
+        ``[0, num_bins]``. The checks sit here, on what the caller passed,
+        rather than in the chain's pixel map: a `ReversibleChain`
+        re-runs its children on reconstructed inputs, which may round to
+        just outside the range."""
+        self._check_data_shape(y)
+        num_bins = self._description.num_bins if self._description else None
+        if not self.validate_args or num_bins is None:
+            return self._finite(y, "data")
+        with tf.control_dependencies(pixel_checks(y, num_bins, self.name)):
+            return tf.identity(y)
+
+    def _finite(self, x, what):
+        if not self.validate_args:
+            return x
+        with tf.control_dependencies([tf.debugging.assert_all_finite(
+                x, f"'{self.name}': the {what} contain NaN or Inf.")]):
+            return tf.identity(x)
+
+    def _check_data_shape(self, y):
         if self._data_event_shape is None:
             return
         expected = self._data_event_shape
@@ -246,11 +272,10 @@ class FlowChain(FlowBijector):
         return x, total
 
     def _inverse_and_log_det(self, y, **kwargs):
-        self._check_data(y)
-        return self.walk_inverse(y, **kwargs)
+        return self.walk_inverse(self._check_data(y), **kwargs)
 
     def _forward_and_log_det(self, x, **kwargs):
-        return self.walk_forward(x, **kwargs)
+        return self.walk_forward(self._finite(x, "latents"), **kwargs)
 
     def _forward_event_shape(self, s):
         for b in reversed(self._bijectors):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 
@@ -19,6 +21,22 @@ def _event_size(x, ndims, dtype):
 
 def _batch_shape(x, ndims):
     return tf.shape(x)[:tf.rank(x) - ndims]
+
+
+def pixel_checks(x: tf.Tensor, num_bins: float, name: str) -> list[Any]:
+    """Run-time assertions that the pixels ``x`` are finite and lie in
+    ``[0, num_bins]``, each with a message that names ``name`` and the
+    problem. (Dequantised pixels lie below ``num_bins``; the bound is closed
+    so that rounding at the top bin passes.)"""
+    return [
+        tf.debugging.assert_all_finite(
+            x, f"'{name}': the pixels contain NaN or Inf."),
+        tf.debugging.assert_greater_equal(
+            x, tf.zeros([], x.dtype), message=f"'{name}': pixels must be >= 0."),
+        tf.debugging.assert_less_equal(
+            x, tf.constant(num_bins, x.dtype),
+            message=f"'{name}': pixels must be <= num_bins = {num_bins:g}."),
+    ]
 
 
 class DiagonalScaling(FlowBijector):
@@ -91,6 +109,14 @@ class _FixedPixelMap(FlowBijector):
         """Pixel values live in ``[0, num_bins)``."""
         return self._num_bins
 
+    def _validated_pixels(self, y):
+        """With ``validate_args``, ``y`` after run-time checks that every
+        pixel is finite and lies in ``[0, num_bins]``; else ``y`` unchanged."""
+        if not self.validate_args:
+            return y
+        with tf.control_dependencies(pixel_checks(y, self._num_bins, self.name)):
+            return tf.identity(y)
+
     def _forward_event_shape(self, s):
         return s
 
@@ -108,6 +134,9 @@ class PixelRescale(_FixedPixelMap):
       num_bins: ``L = 2**n_bits`` (or the number of intensity levels).
       shift: added after dividing by ``L``.
       event_ndims: rank of one event.
+      validate_args: check at run time that the pixels given to
+        ``inverse`` are finite and in ``[0, num_bins]`` (an
+        ``InvalidArgumentError`` naming the problem otherwise).
     """
 
     def __init__(self, num_bins: float, shift: float = -0.5, *, event_ndims: int = 3,
@@ -128,6 +157,7 @@ class PixelRescale(_FixedPixelMap):
         return (x - self._shift) * self._num_bins, self._log_det(x, 1.0)
 
     def _inverse_and_log_det(self, y, **kwargs):
+        y = self._validated_pixels(y)
         return y / self._num_bins + self._shift, self._log_det(y, -1.0)
 
 
@@ -145,6 +175,9 @@ class PixelLogit(_FixedPixelMap):
       num_bins: ``L``; pixels live in ``[0, L)``.
       alpha: keeps ``p`` away from 0 and 1 (the paper used 0.05).
       event_ndims: rank of one event.
+      validate_args: check at run time that the pixels given to
+        ``inverse`` are finite and in ``[0, num_bins]`` (an
+        ``InvalidArgumentError`` naming the problem otherwise).
     """
 
     def __init__(self, num_bins: float, alpha: float = 0.05, *, event_ndims: int = 3,
@@ -165,6 +198,7 @@ class PixelLogit(_FixedPixelMap):
 
     # (TFP's names: ``inverse(y)`` takes the pixels, ``forward(x)`` the logits.)
     def _inverse_and_log_det(self, y, **kwargs):
+        y = self._validated_pixels(y)
         ndims = self.forward_min_event_ndims
         scale = (1.0 - 2.0 * self._alpha) / self._num_bins
         p = self._alpha + scale * y

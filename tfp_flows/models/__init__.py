@@ -17,10 +17,13 @@ BUILDERS: dict[str, Callable[..., tfd.TransformedDistribution]] = {
             "vector_flow": vector_flow}
 
 
-def from_config(config: Mapping[str, Any]) -> tfd.TransformedDistribution:
+def from_config(config: Mapping[str, Any], *,
+                validate_args: bool = False) -> tfd.TransformedDistribution:
     """Rebuilds a model from ``dist.bijector.description.config``.
 
     ``config`` holds the builder's own keyword arguments plus ``model``.
+    ``validate_args`` is the builders' run-time checking flag, which the
+    config does not record.
     """
     config = dict(config)
     model = config.pop("model")
@@ -30,7 +33,7 @@ def from_config(config: Mapping[str, Any]) -> tfd.TransformedDistribution:
     shape_key = ("event_shape" if model in ("nice", "vector_flow")
                  else "image_shape")
     shape = config.pop(shape_key)
-    return BUILDERS[model](shape, **config)
+    return BUILDERS[model](shape, validate_args=validate_args, **config)
 
 
 __all__ = ["glow", "real_nvp", "nice", "vector_flow", "from_config",

@@ -95,16 +95,19 @@ def make_flow(bijectors: Sequence[tfb.Bijector], *, base: tfd.Distribution,
               num_bins: float | None = None,
               levels: Sequence[tuple[int, int | None]] = (),
               num_classes: int | None = None, label_bijector: str | None = None,
-              memory_efficient: bool = False) -> tfd.TransformedDistribution:
+              memory_efficient: bool = False,
+              validate_args: bool = False) -> tfd.TransformedDistribution:
     """Wraps a data-side-first list of bijectors into a distribution whose
     chain carries the builder's :class:`FlowDescription`."""
     flow = chain(bijectors, memory_efficient=memory_efficient,
-                 data_event_shape=data_shape, name=f"{name}_chain")
+                 data_event_shape=data_shape, validate_args=validate_args,
+                 name=f"{name}_chain")
     flow.description = FlowDescription(
         model=config["model"], config=config, event_shape=tuple(data_shape),
         num_bins=num_bins, levels=tuple(levels), num_classes=num_classes,
         label_bijector=label_bijector if num_classes is not None else None)
-    return tfd.TransformedDistribution(base, flow, name=name)
+    return tfd.TransformedDistribution(base, flow, validate_args=validate_args,
+                                       name=name)
 
 
 def check_coupling(coupling: str, allowed: Sequence[str]) -> str:

@@ -33,7 +33,8 @@ def glow(image_shape: Shape, num_levels: int = 3, num_steps: int = 32,
          split_prior: bool = True,
          scale_fn: str = "sigmoid", num_spline_bins: int = 8, spline_bound: float = 3.0,
          memory_efficient: bool = False, seed: int | None = None,
-         dtype: DTypeLike = tf.float32, name: str = "glow") -> tfd.TransformedDistribution:
+         dtype: DTypeLike = tf.float32, validate_args: bool = False,
+         name: str = "glow") -> tfd.TransformedDistribution:
     """Builds Glow over images in pixel units.
 
     Data -> latent (the ``inverse`` of the returned distribution's bijector):
@@ -67,6 +68,13 @@ def glow(image_shape: Shape, num_levels: int = 3, num_steps: int = 32,
       memory_efficient: reversible gradients (memory constant in depth).
       seed: seed of the 1x1 convolutions' random rotations.
       dtype: float dtype of the parameters.
+      validate_args: TFP's flag: check at run time that the data given
+        to ``log_prob`` are finite and the pixels in ``[0, num_bins]``, and that the
+        latents given to ``bijector.forward`` are finite; each
+        failure raises an ``InvalidArgumentError`` naming the problem.
+        Off by default, as in TFP: the checks cost time. A run-time
+        choice, not recorded in the config. Compiled with XLA, the
+        checks are dropped (docs/reliability.md).
       name: name of the distribution.
 
     Returns:
@@ -162,4 +170,4 @@ def glow(image_shape: Shape, num_levels: int = 3, num_steps: int = 32,
         bijectors, base=_common.base_distribution("gaussian", shape, dtype),
         data_shape=shape, name=name, config=config, num_bins=bins,
         levels=levels_meta, num_classes=num_classes, label_bijector="top_prior",
-        memory_efficient=memory_efficient)
+        memory_efficient=memory_efficient, validate_args=validate_args)

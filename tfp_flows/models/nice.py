@@ -21,7 +21,8 @@ def nice(event_shape: int | Shape, *, num_couplings: int = 4, hidden_units: int 
          num_hidden_layers: int = 5, prior: str = "logistic", n_bits: int | None = 8,
          num_bins: float | None = None,
          actnorm: bool = True, memory_efficient: bool = False,
-         dtype: DTypeLike = tf.float32, name: str = "nice") -> tfd.TransformedDistribution:
+         dtype: DTypeLike = tf.float32, validate_args: bool = False,
+         name: str = "nice") -> tfd.TransformedDistribution:
     """Builds NICE: additive couplings with alternating partitions + scaling.
 
     Data -> latent: (for images) pixels divided by ``2**n_bits`` and flattened,
@@ -49,6 +50,14 @@ def nice(event_shape: int | Shape, *, num_couplings: int = 4, hidden_units: int 
         gives the paper's model.
       memory_efficient: reversible gradients.
       dtype: float dtype.
+      validate_args: TFP's flag: check at run time that the data given
+        to ``log_prob`` are finite and, with ``n_bits`` or ``num_bins``,
+        the pixels in ``[0, num_bins]``, and that the
+        latents given to ``bijector.forward`` are finite; each
+        failure raises an ``InvalidArgumentError`` naming the problem.
+        Off by default, as in TFP: the checks cost time. A run-time
+        choice, not recorded in the config. Compiled with XLA, the
+        checks are dropped (docs/reliability.md).
       name: distribution name.
 
     Returns:
@@ -99,4 +108,4 @@ def nice(event_shape: int | Shape, *, num_couplings: int = 4, hidden_units: int 
     return _common.make_flow(
         bijectors, base=_common.base_distribution(prior, [dim], dtype),
         data_shape=shape, name=name, config=config, num_bins=bins,
-        memory_efficient=memory_efficient)
+        memory_efficient=memory_efficient, validate_args=validate_args)

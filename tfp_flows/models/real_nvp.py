@@ -22,7 +22,7 @@ def real_nvp(image_shape: Shape, num_scales: int = 2, *, hidden_channels: int = 
              alpha: float = 0.05, scale_fn: str = "exp_tanh",
              coupling: str = "affine", num_spline_bins: int = 8,
              spline_bound: float = 3.0, memory_efficient: bool = False,
-             dtype: DTypeLike = tf.float32,
+             dtype: DTypeLike = tf.float32, validate_args: bool = False,
              name: str = "real_nvp") -> tfd.TransformedDistribution:
     """Builds RealNVP's multi-scale architecture over images in pixel units.
 
@@ -54,6 +54,13 @@ def real_nvp(image_shape: Shape, num_scales: int = 2, *, hidden_channels: int = 
         the first couplings' inputs.
       memory_efficient: reversible gradients.
       dtype: float dtype.
+      validate_args: TFP's flag: check at run time that the data given
+        to ``log_prob`` are finite and the pixels in ``[0, num_bins]``, and that the
+        latents given to ``bijector.forward`` are finite; each
+        failure raises an ``InvalidArgumentError`` naming the problem.
+        Off by default, as in TFP: the checks cost time. A run-time
+        choice, not recorded in the config. Compiled with XLA, the
+        checks are dropped (docs/reliability.md).
       name: distribution name.
 
     Returns:
@@ -135,7 +142,8 @@ def real_nvp(image_shape: Shape, num_scales: int = 2, *, hidden_channels: int = 
     return _common.make_flow(
         bijectors, base=_common.base_distribution("gaussian", shape, dtype),
         data_shape=shape, name=name, config=config, num_bins=bins,
-        levels=levels_meta, memory_efficient=memory_efficient)
+        levels=levels_meta, memory_efficient=memory_efficient,
+        validate_args=validate_args)
 
 
 def masks_is_channel(mask: np.ndarray) -> bool:

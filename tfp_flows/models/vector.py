@@ -65,6 +65,7 @@ def vector_flow(event_shape: int | Shape, num_couplings: int = 4, hidden_units: 
                 affine: bool = True, coupling: str = "affine",
                 num_spline_bins: int = 8, spline_bound: float = 3.0,
                 num_classes: int | None = None, dtype: DTypeLike = tf.float32,
+                validate_args: bool = False,
                 name: str = "vector_flow") -> tfd.TransformedDistribution:
     """Builds a flow over vectors ``[D]`` with a standard normal base.
 
@@ -116,6 +117,13 @@ def vector_flow(event_shape: int | Shape, num_couplings: int = 4, hidden_units: 
         (:class:`tfp_flows.priors.LearnedPrior` named ``'class_prior'``);
         pass ``bijector_kwargs={'class_prior': {'labels': y}}``.
       dtype: float dtype.
+      validate_args: TFP's flag: check at run time that the data given
+        to ``log_prob`` are finite, and that the
+        latents given to ``bijector.forward`` are finite; each
+        failure raises an ``InvalidArgumentError`` naming the problem.
+        Off by default, as in TFP: the checks cost time. A run-time
+        choice, not recorded in the config. Compiled with XLA, the
+        checks are dropped (docs/reliability.md).
       name: distribution name (the bijector is ``f'{name}_chain'``).
 
     Returns:
@@ -191,7 +199,7 @@ def vector_flow(event_shape: int | Shape, num_couplings: int = 4, hidden_units: 
     return _common.make_flow(
         bijectors, base=_common.base_distribution("gaussian", shape, dtype),
         data_shape=shape, name=name, config=config, num_classes=num_classes,
-        label_bijector="class_prior")
+        label_bijector="class_prior", validate_args=validate_args)
 
 
 def _masks(dim, num_couplings, kind, seed):

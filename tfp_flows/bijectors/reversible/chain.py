@@ -40,11 +40,10 @@ class ReversibleChain(FlowChain):
         return True
 
     def _inverse_and_log_det(self, y: tf.Tensor, **kwargs: Any) -> tuple[tf.Tensor, tf.Tensor]:
-        self._check_data(y)
-        return gradient.inverse_and_log_det(self, y, **kwargs)
+        return gradient.inverse_and_log_det(self, self._check_data(y), **kwargs)
 
     def _forward_and_log_det(self, x: tf.Tensor, **kwargs: Any) -> tuple[tf.Tensor, tf.Tensor]:
-        return gradient.forward_and_log_det(self, x, **kwargs)
+        return gradient.forward_and_log_det(self, self._finite(x, "latents"), **kwargs)
 
 
 def memory_efficient(dist_or_bijector: tfd.Distribution | tfb.Bijector,
@@ -82,8 +81,9 @@ def memory_efficient(dist_or_bijector: tfd.Distribution | tfb.Bijector,
             getattr(dist_or_bijector, "bijector", None), tfb.Bijector):
         # (tfd.TransformedDistribution may build a non-composite subclass.)
         bijector = memory_efficient(dist_or_bijector.bijector, enabled)
-        return tfd.TransformedDistribution(dist_or_bijector.distribution,
-                                           bijector, name=dist_or_bijector.name)
+        return tfd.TransformedDistribution(
+            dist_or_bijector.distribution, bijector,
+            validate_args=dist_or_bijector.validate_args, name=dist_or_bijector.name)
     if not isinstance(dist_or_bijector, tfb.Bijector):
         raise TypeError(
             "memory_efficient() takes a tfd.TransformedDistribution or a "
