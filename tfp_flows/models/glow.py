@@ -72,7 +72,7 @@ def glow(image_shape: Shape, num_levels: int = 3, num_steps: int = 32,
         to ``log_prob`` are finite and the pixels in ``[0, num_bins]``, and that the
         latents given to ``bijector.forward`` are finite; each
         failure raises an ``InvalidArgumentError`` naming the problem.
-        Off by default, as in TFP: the checks cost time. A run-time
+        Off by default, as in TFP: the checks add work to every call. A run-time
         choice, not recorded in the config. Compiled with XLA, the
         checks are dropped (docs/reliability.md).
       name: name of the distribution.

@@ -55,7 +55,7 @@ def nice(event_shape: int | Shape, *, num_couplings: int = 4, hidden_units: int 
         the pixels in ``[0, num_bins]``, and that the
         latents given to ``bijector.forward`` are finite; each
         failure raises an ``InvalidArgumentError`` naming the problem.
-        Off by default, as in TFP: the checks cost time. A run-time
+        Off by default, as in TFP: the checks add work to every call. A run-time
         choice, not recorded in the config. Compiled with XLA, the
         checks are dropped (docs/reliability.md).
       name: distribution name.
