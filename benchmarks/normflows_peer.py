@@ -26,6 +26,13 @@ convolution, ActNorm; networks of 3x3, 1x1, 3x3 convolutions with ``hidden``
 channels) in a `MultiscaleFlow` with channel splits and diagonal Gaussian
 priors per level, trained with `torch.optim.Adam`, in eager PyTorch (its
 usual mode). Both at learning rate 1e-4, float32, on inputs in [0, 1).
+
+The priors differ: tfp_flows' Glow has the paper's conditional priors at the
+splits (a zero-initialised 3x3 convolution of the kept half gives the mean
+and scale of the factored-out half), normflows' model unconditional diagonal
+Gaussians. ``--no-split-prior`` times tfp_flows with a standard normal at the
+splits instead, which is closer to normflows' model (its priors' learned
+means and scales are element-wise work).
 """
 
 import argparse
@@ -42,19 +49,22 @@ from _configs import CONFIGS, pixels  # noqa: E402
 WARMUP = 3
 
 
-def worker_tfp_flows(cfg, iters, threads):
-    """Images/s of tfp_flows' Glow training step (fused Keras 3 Adam)."""
+def worker_tfp_flows(cfg, iters, threads, split_prior=True):
+    """Images/s of tfp_flows' Glow training step (fused Keras 3 Adam);
+    ``split_prior=False`` drops Glow's conditional priors at the splits
+    (their 3x3 convolutions), which normflows' model does not have."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
     from _peers import num_params, ours_glow, set_threads, train_images_per_second
 
     set_threads(threads)
-    dist = ours_glow(cfg["shape"], cfg["levels"], cfg["steps"], cfg["hidden"])
+    dist = ours_glow(cfg["shape"], cfg["levels"], cfg["steps"], cfg["hidden"],
+                     split_prior=split_prior)
     rate = train_images_per_second(dist, tf.constant(pixels(cfg)), iters, WARMUP)
     return rate, num_params(dist)
 
 
-def worker_normflows(cfg, iters, threads):
+def worker_normflows(cfg, iters, threads, split_prior=None):
     """Images/s of normflows' Glow training step (torch Adam, eager)."""
     import normflows as nf
     import torch
@@ -102,13 +112,14 @@ def worker_normflows(cfg, iters, threads):
 WORKERS = {"tfp_flows": worker_tfp_flows, "normflows": worker_normflows}
 
 
-def run_worker(python, lib, config, iters, threads):
+def run_worker(python, lib, config, iters, threads, split_prior=True):
     from _results import run_json_worker
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(threads))
     return run_json_worker(
         [python, os.path.abspath(__file__), "--worker", lib, "--config", config,
-         "--iters", str(iters), "--threads", str(threads)], env, lib)
+         "--iters", str(iters), "--threads", str(threads)]
+        + ([] if split_prior else ["--no-split-prior"]), env, lib)
 
 
 def main(argv=None):
@@ -119,13 +130,17 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--normflows-python", default=os.environ.get("NORMFLOWS_PYTHON"),
                    help="the interpreter of a venv with torch and normflows")
+    p.add_argument("--no-split-prior", dest="split_prior", action="store_false",
+                   help="tfp_flows without Glow's conditional split priors "
+                        "(normflows' model has unconditional ones)")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--name", default=None,
                    help="results name (default normflows_peer_<config>)")
     args = p.parse_args(argv)
     cfg = CONFIGS[args.config]
     if args.worker:
-        rate, params = WORKERS[args.worker](cfg, args.iters, args.threads)
+        rate, params = WORKERS[args.worker](cfg, args.iters, args.threads,
+                                            args.split_prior)
         print(json.dumps({"img_s": rate, "params": params}), flush=True)
         return None
     if not args.normflows_python:
@@ -138,7 +153,8 @@ def main(argv=None):
     for r in range(args.rounds):
         order = list(pythons) if r % 2 == 0 else list(pythons)[::-1]
         for lib in order:
-            got = run_worker(pythons[lib], lib, args.config, args.iters, args.threads)
+            got = run_worker(pythons[lib], lib, args.config, args.iters, args.threads,
+                             args.split_prior)
             rates[lib].append(got["img_s"])
             params[lib] = got["params"]
             print(f"round {r + 1}: {lib:9s} {got['img_s']:8.1f} img/s", flush=True)
@@ -149,6 +165,7 @@ def main(argv=None):
         "cpu_model": cpu_model(), "commit": commit(), "threads": args.threads,
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "rounds": args.rounds, "iters": args.iters, "params": params,
+        "split_prior": args.split_prior,
         "img_s": rates,
         "median_img_s": {lib: statistics.median(v) for lib, v in rates.items()},
         "ratio": statistics.median(ratios), "ratio_min": min(ratios),
@@ -156,7 +173,9 @@ def main(argv=None):
     m = result["median_img_s"]
     text = (f"# tfp_flows vs normflows, Glow training ({args.config})\n\n"
             f"CPU: {result['cpu_model']}; commit {result['commit']}; "
-            f"{args.threads} threads each; TF_ENABLE_ONEDNN_OPTS="
+            f"{args.threads} threads each; tfp_flows "
+            f"{'with' if args.split_prior else 'without'} conditional split "
+            f"priors; TF_ENABLE_ONEDNN_OPTS="
             f"{result['tf_enable_onednn_opts'] or 'unset (TF default)'}; "
             f"{args.rounds} alternating rounds of "
             f"{args.iters} timed steps (after {WARMUP} warm-up steps), one "

@@ -11,7 +11,7 @@ from tensorflow_probability import bijectors as tfb
 
 from tfp_flows.bijectors import fused
 from tfp_flows.bijectors.base import FlowBijector, sum_event
-from tfp_flows.bijectors.scaling import pixel_checks
+from tfp_flows.bijectors.scaling import after_checks, pixel_checks
 from tfp_flows.description import FlowDescription
 from tfp_flows.typing import BijectorKwargs, Shape, TensorLike
 
@@ -138,8 +138,10 @@ class FlowChain(FlowBijector):
       data_event_shape: event shape expected on the data side (checked by
         ``inverse``), or None.
       validate_args: also check at run time that the data given to
-        ``inverse`` and the latents given to ``forward`` are finite (an
-        ``InvalidArgumentError`` naming the chain otherwise).
+        ``inverse`` and the latents given to ``forward`` are finite and,
+        when a builder's description gives ``num_bins``, that the data lie
+        in ``[0, num_bins]`` (an ``InvalidArgumentError`` naming the chain
+        otherwise).
     """
 
     def __init__(self, bijectors: Iterable[tfb.Bijector], *,
@@ -209,15 +211,13 @@ class FlowChain(FlowBijector):
         num_bins = self._description.num_bins if self._description else None
         if not self.validate_args or num_bins is None:
             return self._finite(y, "data")
-        with tf.control_dependencies(pixel_checks(y, num_bins, self.name)):
-            return tf.identity(y)
+        return after_checks(y, pixel_checks(y, num_bins, self.name))
 
     def _finite(self, x, what):
         if not self.validate_args:
             return x
-        with tf.control_dependencies([tf.debugging.assert_all_finite(
-                x, f"'{self.name}': the {what} contain NaN or Inf.")]):
-            return tf.identity(x)
+        return after_checks(x, [tf.debugging.assert_all_finite(
+            x, f"'{self.name}': the {what} contain NaN or Inf.")])
 
     def _check_data_shape(self, y):
         if self._data_event_shape is None:

@@ -23,6 +23,12 @@ def _batch_shape(x, ndims):
     return tf.shape(x)[:tf.rank(x) - ndims]
 
 
+def after_checks(x: tf.Tensor, checks: list[Any]) -> tf.Tensor:
+    """``x``, evaluated only once the run-time ``checks`` have passed."""
+    with tf.control_dependencies(checks):
+        return tf.identity(x)
+
+
 def pixel_checks(x: tf.Tensor, num_bins: float, name: str) -> list[Any]:
     """Run-time assertions that the pixels ``x`` are finite and lie in
     ``[0, num_bins]``, each with a message that names ``name`` and the
@@ -114,8 +120,7 @@ class _FixedPixelMap(FlowBijector):
         pixel is finite and lies in ``[0, num_bins]``; else ``y`` unchanged."""
         if not self.validate_args:
             return y
-        with tf.control_dependencies(pixel_checks(y, self._num_bins, self.name)):
-            return tf.identity(y)
+        return after_checks(y, pixel_checks(y, self._num_bins, self.name))
 
     def _forward_event_shape(self, s):
         return s
