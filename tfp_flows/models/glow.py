@@ -68,13 +68,10 @@ def glow(image_shape: Shape, num_levels: int = 3, num_steps: int = 32,
       memory_efficient: reversible gradients (memory constant in depth).
       seed: seed of the 1x1 convolutions' random rotations.
       dtype: float dtype of the parameters.
-      validate_args: TFP's flag: check at run time that the data given
-        to ``log_prob`` are finite and the pixels in ``[0, num_bins]``, and that the
-        latents given to ``bijector.forward`` are finite; each
-        failure raises an ``InvalidArgumentError`` naming the problem.
-        Off by default, as in TFP: the checks add work to every call. A run-time
-        choice, not recorded in the config. Compiled with XLA, the
-        checks are dropped (docs/reliability.md).
+      validate_args: TFP's flag: check values at run time (finite data,
+        pixels in ``[0, num_bins]``, finite latents), raising errors that
+        name the problem. Off by default, as in TFP; not recorded in the
+        config (docs/reliability.md).
       name: name of the distribution.
 
     Returns:

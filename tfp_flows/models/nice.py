@@ -50,14 +50,10 @@ def nice(event_shape: int | Shape, *, num_couplings: int = 4, hidden_units: int 
         gives the paper's model.
       memory_efficient: reversible gradients.
       dtype: float dtype.
-      validate_args: TFP's flag: check at run time that the data given
-        to ``log_prob`` are finite and, with ``n_bits`` or ``num_bins``,
-        the pixels in ``[0, num_bins]``, and that the
-        latents given to ``bijector.forward`` are finite; each
-        failure raises an ``InvalidArgumentError`` naming the problem.
-        Off by default, as in TFP: the checks add work to every call. A run-time
-        choice, not recorded in the config. Compiled with XLA, the
-        checks are dropped (docs/reliability.md).
+      validate_args: TFP's flag: check values at run time (finite data,
+        pixels in ``[0, num_bins]`` when binned, finite latents), raising
+        errors that name the problem. Off by default, as in TFP; not
+        recorded in the config (docs/reliability.md).
       name: distribution name.
 
     Returns:

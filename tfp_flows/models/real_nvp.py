@@ -54,13 +54,10 @@ def real_nvp(image_shape: Shape, num_scales: int = 2, *, hidden_channels: int = 
         the first couplings' inputs.
       memory_efficient: reversible gradients.
       dtype: float dtype.
-      validate_args: TFP's flag: check at run time that the data given
-        to ``log_prob`` are finite and the pixels in ``[0, num_bins]``, and that the
-        latents given to ``bijector.forward`` are finite; each
-        failure raises an ``InvalidArgumentError`` naming the problem.
-        Off by default, as in TFP: the checks add work to every call. A run-time
-        choice, not recorded in the config. Compiled with XLA, the
-        checks are dropped (docs/reliability.md).
+      validate_args: TFP's flag: check values at run time (finite data,
+        pixels in ``[0, num_bins]``, finite latents), raising errors that
+        name the problem. Off by default, as in TFP; not recorded in the
+        config (docs/reliability.md).
       name: distribution name.
 
     Returns:

@@ -117,13 +117,9 @@ def vector_flow(event_shape: int | Shape, num_couplings: int = 4, hidden_units: 
         (:class:`tfp_flows.priors.LearnedPrior` named ``'class_prior'``);
         pass ``bijector_kwargs={'class_prior': {'labels': y}}``.
       dtype: float dtype.
-      validate_args: TFP's flag: check at run time that the data given
-        to ``log_prob`` are finite, and that the
-        latents given to ``bijector.forward`` are finite; each
-        failure raises an ``InvalidArgumentError`` naming the problem.
-        Off by default, as in TFP: the checks add work to every call. A run-time
-        choice, not recorded in the config. Compiled with XLA, the
-        checks are dropped (docs/reliability.md).
+      validate_args: TFP's flag: check values at run time (finite data and
+        latents), raising errors that name the problem. Off by default, as
+        in TFP; not recorded in the config (docs/reliability.md).
       name: distribution name (the bijector is ``f'{name}_chain'``).
 
     Returns:
