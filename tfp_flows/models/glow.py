@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability import distributions as tfd
@@ -27,7 +28,8 @@ __all__ = ["glow"]
 
 def glow(image_shape: Shape, num_levels: int = 3, num_steps: int = 32,
          hidden_channels: int = 512, *,
-         coupling: str = "affine", lu: bool = True, n_bits: int | None = 8,
+         coupling: str = "affine", permutation: str = "conv1x1", lu: bool = True,
+         n_bits: int | None = 8,
          num_bins: float | None = None,
          num_classes: int | None = None, learn_top_prior: bool = True,
          split_prior: bool = True,
@@ -53,6 +55,12 @@ def glow(image_shape: Shape, num_levels: int = 3, num_steps: int = 32,
       hidden_channels: width of the coupling CNNs (512 in the paper).
       coupling: ``'affine'``, ``'additive'`` or ``'spline'`` (a
         rational-quadratic neural spline, :class:`~tfp_flows.bijectors.SplineCoupling`).
+      permutation: how each step mixes channels before its coupling:
+        ``'conv1x1'`` (the paper's learned invertible 1x1 convolution),
+        ``'reverse'`` (RealNVP's fixed reversal of the channel order) or
+        ``'shuffle'`` (a fixed random permutation per step), the three
+        variants compared in the Glow paper (Sec. 5.1). The fixed ones are
+        `tfb.Permute` bijectors, without parameters.
       lu: LU-decomposed 1x1 convolutions.
       n_bits: pixels are in ``[0, 2**n_bits)`` (5 for Glow's CelebA-HQ).
       num_bins: alternatively, the number of intensity levels (e.g. 17).
@@ -66,7 +74,10 @@ def glow(image_shape: Shape, num_levels: int = 3, num_steps: int = 32,
         outside; after ActNorm the coupling inputs are roughly standardised,
         so B = 3 covers most values.
       memory_efficient: reversible gradients (memory constant in depth).
-      seed: seed of the 1x1 convolutions' random rotations.
+      seed: seed of the 1x1 convolutions' random rotations, or of the
+        shuffles. With ``permutation='shuffle'`` and no seed, one is drawn
+        and recorded in the config, so `models.from_config` rebuilds the
+        same permutations.
       dtype: float dtype of the parameters.
       validate_args: TFP's flag: check values at run time (finite data,
         pixels in ``[0, num_bins]``, finite latents), raising errors that
@@ -89,6 +100,11 @@ def glow(image_shape: Shape, num_levels: int = 3, num_steps: int = 32,
                          f"{num_levels} and {num_steps}.")
     _common.check_divisible(shape, 2 ** num_levels, f"{num_levels} Glow levels")
     _common.check_coupling(coupling, ("affine", "additive", "spline"))
+    if permutation not in ("conv1x1", "reverse", "shuffle"):
+        raise ValueError("permutation must be 'conv1x1', 'reverse' or 'shuffle', "
+                         f"got {permutation!r}.")
+    if permutation == "shuffle" and seed is None:
+        seed = int(np.random.default_rng().integers(2**31 - 1))
     num_spline_bins, spline_bound = _common.spline_options(num_spline_bins,
                                                            spline_bound)
     bins = _common.num_bins_from(n_bits, num_bins)
@@ -120,10 +136,15 @@ def glow(image_shape: Shape, num_levels: int = 3, num_steps: int = 32,
                                    name=f"{prefix}_net")
             cpl = AdditiveCoupling(mask, net, dtype=dtype,
                                    name=f"{prefix}_coupling")
-        return [ActNorm(c, dtype=dtype, name=f"{prefix}_actnorm"),
-                InvertibleConv1x1(c, lu=lu, seed=next(seeds), dtype=dtype,
-                                  name=f"{prefix}_conv1x1"),
-                cpl]
+        if permutation == "conv1x1":
+            mix = InvertibleConv1x1(c, lu=lu, seed=next(seeds), dtype=dtype,
+                                    name=f"{prefix}_conv1x1")
+        else:
+            order = (np.arange(c)[::-1] if permutation == "reverse"
+                     else np.random.default_rng(next(seeds)).permutation(c))
+            mix = tfb.Permute(order.astype(np.int32), axis=-1,
+                              name=f"{prefix}_permute")
+        return [ActNorm(c, dtype=dtype, name=f"{prefix}_actnorm"), mix, cpl]
 
     levels_meta: list[tuple[int, int | None]] = []
 
@@ -157,7 +178,8 @@ def glow(image_shape: Shape, num_levels: int = 3, num_steps: int = 32,
     config = dict(model="glow", n_bits=None,
                   image_shape=list(shape), num_levels=num_levels,
                   num_steps=num_steps, hidden_channels=int(hidden_channels),
-                  coupling=coupling, lu=bool(lu), num_bins=bins,
+                  coupling=coupling, permutation=permutation, lu=bool(lu),
+                  num_bins=bins,
                   num_classes=num_classes, learn_top_prior=bool(learn_top_prior),
                   split_prior=bool(split_prior), scale_fn=scale_fn,
                   num_spline_bins=num_spline_bins, spline_bound=spline_bound,
