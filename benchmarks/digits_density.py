@@ -532,11 +532,13 @@ def write(results, path_json, path_md):
             f"{_fmt(r.get('test_bits_per_dim'))} ({_fmt(std)}) | "
             f"{','.join(map(str, r.get('seeds_done', [])))} | "
             f"{r['params']:,} | {_fmt(r.get('train_img_per_s'), 0)} |")
+    threads = (results.get("environment") or {}).get("threads", {})
+    how = ("one CPU thread (`TF_NUM_INTRAOP_THREADS=1`), possibly next to "
+           "other jobs" if threads.get("TF_NUM_INTRAOP_THREADS") == "1"
+           else "TensorFlow's default threads (see Environment)")
     lines += ["", "Train img/s: optimizer steps only (validation excluded), "
-              "median over seeds, one CPU thread "
-              "(`TF_NUM_INTRAOP_THREADS=1`) next to other jobs whose load "
-              "varied: noisy, and not comparable across models (each model "
-              "ran at a different time).", ""]
+              f"median over seeds, {how}: noisy, and not comparable across "
+              "models (each model ran at a different time).", ""]
     for key in keys:
         r = runs[key]
         c = r.get("chosen", {})
@@ -594,8 +596,8 @@ def write(results, path_json, path_md):
               "* every model ran in its own process; the commit and the "
               "package-source hash of each run are given in its section "
               "(the commit below is the last process's)",
-              f"* CPU: {env.get('cpu_model')} ({env.get('cpus')} cores, "
-              "shared with other jobs)",
+              f"* CPU: {env.get('cpu_model')} ({env.get('cpus')} cores; other "
+              "jobs may have shared them)",
               "* threads: " + ", ".join(f"{k}={v}" for k, v in threads.items()),
               f"* commit: {env.get('commit')}"
               + (" (with uncommitted changes in the work tree)"
