@@ -495,6 +495,7 @@ def write(results, path_json, path_md):
     order = {m: i for i, m in enumerate(MODELS)}
     keys = sorted(runs, key=lambda k: (order.get(runs[k]["model"], 99), k))
     env = results.get("environment", {})
+    threads = env.get("threads", {})
     lines = [
         "# Digits density (validation-selected)", "",
         "scikit-learn's 8x8 digits (17 intensity levels); train 1198, "
@@ -532,7 +533,6 @@ def write(results, path_json, path_md):
             f"{_fmt(r.get('test_bits_per_dim'))} ({_fmt(std)}) | "
             f"{','.join(map(str, r.get('seeds_done', [])))} | "
             f"{r['params']:,} | {_fmt(r.get('train_img_per_s'), 0)} |")
-    threads = (results.get("environment") or {}).get("threads", {})
     how = ("one CPU thread (`TF_NUM_INTRAOP_THREADS=1`), possibly next to "
            "other jobs" if threads.get("TF_NUM_INTRAOP_THREADS") == "1"
            else "TensorFlow's default threads (see Environment)")
@@ -591,7 +591,6 @@ def write(results, path_json, path_md):
                     cells.append(cell)
                 lines.append(f"| {kind} | " + " | ".join(cells) + " |")
             lines.append("")
-    threads = env.get("threads", {})
     lines += ["## Environment", "",
               "* every model ran in its own process; the commit and the "
               "package-source hash of each run are given in its section "

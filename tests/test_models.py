@@ -346,8 +346,8 @@ def test_glow_fixed_channel_permutations(permutation):
 
 
 def test_glow_unknown_permutation_is_refused():
-    with pytest.raises(ValueError, match="permutation must be 'conv1x1', 'reverse' or "
-                                         "'shuffle', got 'identity'"):
+    with pytest.raises(ValueError, match="permutation must be one of 'conv1x1', 'reverse', "
+                                         "'shuffle'; got 'identity'"):
         models.glow([8, 8, 1], 2, 1, 8, permutation="identity")
 
 

@@ -110,12 +110,13 @@ def make_flow(bijectors: Sequence[tfb.Bijector], *, base: tfd.Distribution,
                                        name=name)
 
 
-def check_coupling(coupling: str, allowed: Sequence[str]) -> str:
-    """`coupling` if it is one of `allowed`, else a ValueError naming them."""
-    if coupling not in allowed:
+def check_choice(what: str, value: str, allowed: Sequence[str]) -> str:
+    """`value` of the option `what` if it is one of `allowed`, else a
+    ValueError naming them."""
+    if value not in allowed:
         names = ", ".join(repr(a) for a in allowed)
-        raise ValueError(f"coupling must be one of {names}; got {coupling!r}.")
-    return coupling
+        raise ValueError(f"{what} must be one of {names}; got {value!r}.")
+    return value
 
 
 def spline_options(num_spline_bins: int, spline_bound: float) -> tuple[int, float]:

@@ -99,10 +99,8 @@ def glow(image_shape: Shape, num_levels: int = 3, num_steps: int = 32,
         raise ValueError(f"num_levels and num_steps must be >= 1, got "
                          f"{num_levels} and {num_steps}.")
     _common.check_divisible(shape, 2 ** num_levels, f"{num_levels} Glow levels")
-    _common.check_coupling(coupling, ("affine", "additive", "spline"))
-    if permutation not in ("conv1x1", "reverse", "shuffle"):
-        raise ValueError("permutation must be 'conv1x1', 'reverse' or 'shuffle', "
-                         f"got {permutation!r}.")
+    _common.check_choice("coupling", coupling, ("affine", "additive", "spline"))
+    _common.check_choice("permutation", permutation, ("conv1x1", "reverse", "shuffle"))
     if permutation == "shuffle" and seed is None:
         seed = int(np.random.default_rng().integers(2**31 - 1))
     num_spline_bins, spline_bound = _common.spline_options(num_spline_bins,

@@ -79,7 +79,7 @@ def real_nvp(image_shape: Shape, num_scales: int = 2, *, hidden_channels: int = 
     bins = _common.num_bins_from(n_bits, num_bins)
     if bins is None:
         raise ValueError("real_nvp models images: n_bits or num_bins is required.")
-    _common.check_coupling(coupling, ("affine", "spline"))
+    _common.check_choice("coupling", coupling, ("affine", "spline"))
     num_spline_bins, spline_bound = _common.spline_options(num_spline_bins,
                                                            spline_bound)
     dtype = _common.float_dtype(dtype)

@@ -149,7 +149,7 @@ def vector_flow(event_shape: int | Shape, num_couplings: int = 4, hidden_units: 
     if mask_pattern not in ("alternate", "random"):
         raise ValueError(f"mask_pattern must be 'alternate' or 'random', got "
                          f"{mask_pattern!r}.")
-    _common.check_coupling(coupling, ("affine", "spline"))
+    _common.check_choice("coupling", coupling, ("affine", "spline"))
     num_spline_bins, spline_bound = _common.spline_options(num_spline_bins,
                                                            spline_bound)
     dtype = _common.float_dtype(dtype)
